@@ -1,0 +1,1 @@
+"""Pre-training model, optimisers and schedules."""

@@ -1,0 +1,76 @@
+"""LARS and the learning-rate schedule of ACL pre-training."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="acl_tf")
+class LARS(keras.optimizers.Optimizer):
+    """Layer-wise adaptive rate scaling with momentum, as in the ACL reference code.
+
+    For every variable w with gradient g:
+        local_lr = trust_coefficient * ||w|| / (||g|| + weight_decay * ||w||)   (1 if ||w|| or ||g|| is 0)
+        v <- momentum * v + learning_rate * local_lr * (g + weight_decay * w)
+        w <- w - v
+
+    ``weight_decay`` here is the coupled L2 term of the reference, not Keras' decoupled decay.
+
+    Args:
+        learning_rate: float or ``LearningRateSchedule``.
+        momentum: momentum factor (0.9).
+        weight_decay: L2 coefficient (1e-6 in ACL pre-training).
+        trust_coefficient: LARS eta (0.001).
+    """
+
+    def __init__(self, learning_rate=5.0, momentum=0.9, weight_decay=1e-6,
+                 trust_coefficient=0.001, name="lars", **kwargs):
+        kwargs.pop("weight_decay", None)
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if momentum < 0 or weight_decay < 0 or trust_coefficient < 0:
+            raise ValueError("LARS momentum, weight_decay and trust_coefficient must be >= 0.")
+        self.momentum = momentum
+        self.lars_weight_decay = weight_decay
+        self.trust_coefficient = trust_coefficient
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self.momentums = [self.add_variable_from_reference(v, "momentum") for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        g = ops.cast(gradient, variable.dtype)
+        w_norm = ops.sqrt(ops.sum(ops.square(variable)))
+        g_norm = ops.sqrt(ops.sum(ops.square(g)))
+        wd = self.lars_weight_decay
+        trust = self.trust_coefficient * w_norm / (g_norm + wd * w_norm + 1e-30)
+        local_lr = ops.where((w_norm < 1e-15) | (g_norm < 1e-15), ops.ones_like(trust), trust)
+        m = self.momentums[self._get_variable_index(variable)]
+        self.assign(m, self.momentum * m + lr * local_lr * (g + wd * variable))
+        self.assign_sub(variable, m)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(momentum=self.momentum, weight_decay=self.lars_weight_decay,
+                      trust_coefficient=self.trust_coefficient)
+        return config
+
+
+def warmup_cosine(peak_lr: float, total_steps: int, warmup_steps: int, final_lr: float = 1e-6):
+    """Linear warm-up from 0 to ``peak_lr`` over ``warmup_steps``, then per-step cosine to ``final_lr``.
+
+    This is the reference's ``cosine_annealing`` (lr_min = final_lr), expressed with Keras'
+    ``CosineDecay`` so it serialises with the optimizer.
+    """
+    if total_steps <= warmup_steps:
+        raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps}).")
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else peak_lr,
+        decay_steps=total_steps - warmup_steps,
+        alpha=final_lr / peak_lr,
+        warmup_target=peak_lr if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
