@@ -193,3 +193,112 @@ def read_config(cls, path):
     except (OSError, ValueError) as err:
         raise ConfigError(f"Cannot read config {str(path)!r}: {err}") from err
     return from_dict(cls, values)
+
+
+# -- Sections shared by the experiments ---------------------------------------------------------
+# (Imported late so that ``acl_tf.config`` stays importable without TensorFlow work at import.)
+from acl_tf.attacks import PGDConfig  # noqa: E402
+from acl_tf.augment import AugmentConfig  # noqa: E402
+
+BN_MODES = ("auto", "dual", "single")
+OPTIMIZERS = ("lars", "sgd", "adam")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where images come from (see :func:`acl_tf.data.load`)."""
+
+    source: str = "../shared/data/cifar10"   # TFDS name, TFRecord file/dir/glob
+    train_split: str = "train"
+    test_split: str = "test"
+    data_dir: Optional[str] = None            # TFDS data_dir
+    download: bool = False                    # TFDS download switch
+    image_size: int = 32
+    num_classes: int = 10
+    limit: Optional[int] = None               # use the first N training images
+
+    def __post_init__(self):
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError(f"data.limit must be positive or null, got {self.limit}.")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Encoder and projection head."""
+
+    arch: str = "resnet18"       # resnet18 | wrn34_10
+    width: int = 64              # ResNet-18 first-stage channels
+    bn: str = "auto"             # auto (dual for a2s/ds, single for s2s/a2a) | dual | single
+    head_layers: int = 3
+    head_dim: int = 512
+
+    def __post_init__(self):
+        if self.bn not in BN_MODES:
+            raise ConfigError(f"model.bn must be one of {BN_MODES}, got {self.bn!r}.")
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """Optimiser and learning-rate schedule (per-step warm-up + cosine by default)."""
+
+    name: str = "lars"                 # lars | sgd | adam
+    learning_rate: float = 5.0         # at reference_batch_size
+    reference_batch_size: int = 512    # lr scales linearly with batch size; 0 = no scaling
+    momentum: float = 0.9
+    weight_decay: float = 1e-6
+    trust_coefficient: float = 0.001   # LARS eta
+    schedule: str = "cosine"           # cosine | constant
+    warmup_epochs: int = 10
+    final_learning_rate: float = 1e-6
+
+    def __post_init__(self):
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"optimizer.name must be one of {OPTIMIZERS}, got {self.name!r}.")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optimizer.schedule must be one of {SCHEDULES}, "
+                              f"got {self.schedule!r}.")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"optimizer.learning_rate must be positive, got {self.learning_rate}.")
+
+    def peak_learning_rate(self, batch_size: int) -> float:
+        if not self.reference_batch_size:
+            return self.learning_rate
+        return self.learning_rate * batch_size / self.reference_batch_size
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """ACL pre-training (reference section 1). Defaults are the paper's settings."""
+
+    variant: str = "ds"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    attack: PGDConfig = dataclasses.field(default_factory=lambda: PGDConfig(steps=5))
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    batch_size: int = 512
+    epochs: int = 1000
+    temperature: float = 0.5
+    ds_alpha: float = 1.0
+    ds_average: bool = False           # the official code halves the DS sum
+    seed: int = 0
+    log_every_steps: int = 50
+    keep_checkpoints: int = 3
+
+    def __post_init__(self):
+        from acl_tf.training.pretrainer import check_variant
+
+        try:
+            self.variant = check_variant(self.variant)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if self.batch_size < 2 or self.epochs < 1:
+            raise ConfigError(f"batch_size must be >= 2 and epochs >= 1, got "
+                              f"{self.batch_size}, {self.epochs}.")
+
+    @property
+    def dual_bn(self) -> bool:
+        if self.model.bn == "auto":
+            return self.variant in ("a2s", "ds")
+        return self.model.bn == "dual"

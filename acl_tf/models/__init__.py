@@ -1,6 +1,7 @@
 """Encoders, dual BN and the projection head."""
 
-from acl_tf.models.dual_bn import BRANCHES, DualBatchNormalization
+from acl_tf.models.classifier import Classifier
+from acl_tf.models.dual_bn import BRANCHES, DualBatchNormalization, check_branch
 from acl_tf.models.heads import ProjectionHead
 from acl_tf.models.resnet import ChannelNormalization, ResNet18, WideResNet
 
@@ -16,5 +17,5 @@ def build_encoder(arch: str = "resnet18", width: int = 64, dual_bn: bool = True,
     raise ValueError(f"Unknown architecture {arch!r}; expected one of {ARCHITECTURES}.")
 
 
-__all__ = ["ARCHITECTURES", "BRANCHES", "ChannelNormalization", "DualBatchNormalization",
+__all__ = ["ARCHITECTURES", "BRANCHES", "ChannelNormalization", "Classifier", "check_branch", "DualBatchNormalization",
            "ProjectionHead", "ResNet18", "WideResNet", "build_encoder"]

@@ -1,0 +1,58 @@
+"""ACL pre-training command line.
+
+    python -m acl_tf.pretrain --variant=ds --config=smoke --model_dir=runs/smoke_ds
+    python -m acl_tf.pretrain --config=cifar10_resnet18 --model_dir=runs/ds --set=epochs=200
+    python -m acl_tf.pretrain --model_dir=runs/ds --resume      # continue after a crash
+
+``--config`` names a file in ``configs/pretrain/`` (or is a path to a YAML/JSON file); every field
+can be overridden with ``--set=field.subfield=value`` (repeatable). On ``--resume`` the run's own
+``config.json`` is the starting point.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("variant", None, "ACL variant: s2s, a2a, a2s or ds (default: the config's).")
+flags.DEFINE_string("config", "cifar10_resnet18", "Config name under configs/pretrain/ or a path.")
+flags.DEFINE_string("model_dir", None, "Run directory (config, checkpoints, logs, encoder).")
+flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --model_dir.")
+flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
+flags.mark_flag_as_required("model_dir")
+
+
+def resolve_config(config_name, overrides, variant, model_dir, resume):
+    """The run's config: named config (or the saved one on resume) + overrides + variant."""
+    from acl_tf.config import PretrainConfig, load_config
+
+    overrides = list(overrides) + ([f"variant={variant}"] if variant else [])
+    saved = Path(model_dir) / "config.json"
+    if resume and saved.exists():
+        return load_config(PretrainConfig, "pretrain", str(saved), overrides)
+    return load_config(PretrainConfig, "pretrain", config_name, overrides)
+
+
+def main(argv):
+    del argv
+    from acl_tf.config import ConfigError
+    from acl_tf.data import DataError
+    from acl_tf.training.loop import NonFiniteLossError, RunDirError
+    from acl_tf.training.pretrain import run_pretraining
+
+    try:
+        config = resolve_config(FLAGS.config, FLAGS.set, FLAGS.variant, FLAGS.model_dir,
+                                FLAGS.resume)
+        run_pretraining(config, FLAGS.model_dir, resume=FLAGS.resume)
+    except (ConfigError, DataError, RunDirError, NonFiniteLossError) as err:
+        logging.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    logging.info("done: encoder written to %s", Path(FLAGS.model_dir) / "encoder.keras")
+
+
+if __name__ == "__main__":
+    app.run(main)
