@@ -1,0 +1,22 @@
+"""Shared test fixtures: project paths and quiet TensorFlow logs."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = PROJECT_ROOT / "data" / "cifar10_sample"
+SHARED_CIFAR10 = (PROJECT_ROOT / ".." / "shared" / "data" / "cifar10").resolve()
+
+
+@pytest.fixture
+def project_root():
+    return PROJECT_ROOT
+
+
+@pytest.fixture
+def sample_dir():
+    return SAMPLE_DIR
