@@ -36,6 +36,13 @@ class ProjectionHead(keras.layers.Layer):
         self.bns = [DualBatchNormalization(dual=dual_bn, name=f"bn{i + 1}")
                     for i in range(num_layers)]
 
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for dense, bn in zip(self.dense, self.bns):
+            dense.build(shape)
+            shape = shape[:-1] + (dense.units,)
+            bn.build(shape)
+
     def call(self, features, training=None, branch="normal"):
         x = features
         for i, (dense, bn) in enumerate(zip(self.dense, self.bns)):

@@ -45,20 +45,19 @@ class ChannelNormalization(keras.layers.Layer):
 class BasicBlock(keras.layers.Layer):
     """Post-activation ResNet basic block (two 3x3 convs) with dual BN."""
 
-    def __init__(self, filters: int, stride: int = 1, dual_bn: bool = True, **kwargs):
+    def __init__(self, filters: int, stride: int = 1, dual_bn: bool = True,
+                 in_filters: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.stride, self.dual_bn = filters, stride, dual_bn
+        self.in_filters = filters if in_filters is None else in_filters
         self.conv1 = _conv(filters, 3, stride, "conv1")
         self.bn1 = DualBatchNormalization(dual=dual_bn, name="bn1")
         self.conv2 = _conv(filters, 3, 1, "conv2")
         self.bn2 = DualBatchNormalization(dual=dual_bn, name="bn2")
-        self.shortcut_conv = None
-        self.shortcut_bn = None
-
-    def build(self, input_shape):
-        if self.stride != 1 or input_shape[-1] != self.filters:
-            self.shortcut_conv = _conv(self.filters, 1, self.stride, "shortcut_conv")
-            self.shortcut_bn = DualBatchNormalization(dual=self.dual_bn, name="shortcut_bn")
+        self.shortcut_conv = self.shortcut_bn = None
+        if stride != 1 or self.in_filters != filters:
+            self.shortcut_conv = _conv(filters, 1, stride, "shortcut_conv")
+            self.shortcut_bn = DualBatchNormalization(dual=dual_bn, name="shortcut_bn")
 
     def call(self, x, training=None, branch="normal"):
         out = ops.relu(self.bn1(self.conv1(x), training=training, branch=branch))
@@ -70,25 +69,25 @@ class BasicBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "stride": self.stride,
-                "dual_bn": self.dual_bn}
+                "dual_bn": self.dual_bn, "in_filters": self.in_filters}
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")
 class WideBasicBlock(keras.layers.Layer):
     """Pre-activation WideResNet block (BN-ReLU-conv twice) with dual BN."""
 
-    def __init__(self, filters: int, stride: int = 1, dual_bn: bool = True, **kwargs):
+    def __init__(self, filters: int, stride: int = 1, dual_bn: bool = True,
+                 in_filters: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.stride, self.dual_bn = filters, stride, dual_bn
+        self.in_filters = filters if in_filters is None else in_filters
         self.bn1 = DualBatchNormalization(dual=dual_bn, name="bn1")
         self.conv1 = _conv(filters, 3, stride, "conv1")
         self.bn2 = DualBatchNormalization(dual=dual_bn, name="bn2")
         self.conv2 = _conv(filters, 3, 1, "conv2")
         self.shortcut_conv = None
-
-    def build(self, input_shape):
-        if self.stride != 1 or input_shape[-1] != self.filters:
-            self.shortcut_conv = _conv(self.filters, 1, self.stride, "shortcut_conv")
+        if stride != 1 or self.in_filters != filters:
+            self.shortcut_conv = _conv(filters, 1, stride, "shortcut_conv")
 
     def call(self, x, training=None, branch="normal"):
         pre = ops.relu(self.bn1(x, training=training, branch=branch))
@@ -99,7 +98,7 @@ class WideBasicBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "stride": self.stride,
-                "dual_bn": self.dual_bn}
+                "dual_bn": self.dual_bn, "in_filters": self.in_filters}
 
 
 class _Encoder(keras.Model):
@@ -141,12 +140,13 @@ class ResNet18(_Encoder):
         self.width = width
         self.stem_conv = _conv(width, 3, 1, "stem_conv")
         self.stem_bn = DualBatchNormalization(dual=dual_bn, name="stem_bn")
-        self.blocks = []
+        self.blocks, channels = [], width
         for stage, mult in enumerate((1, 2, 4, 8)):
             for i in range(2):
                 stride = 2 if (stage > 0 and i == 0) else 1
-                self.blocks.append(BasicBlock(width * mult, stride, dual_bn,
+                self.blocks.append(BasicBlock(width * mult, stride, dual_bn, in_filters=channels,
                                               name=f"stage{stage + 1}_block{i + 1}"))
+                channels = width * mult
         self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
         self.feature_dim = 8 * width
 
@@ -177,12 +177,13 @@ class WideResNet(_Encoder):
         self.depth, self.widen_factor = depth, widen_factor
         n = (depth - 4) // 6
         self.stem_conv = _conv(16, 3, 1, "stem_conv")
-        self.blocks = []
+        self.blocks, channels = [], 16
         for group, filters in enumerate((16 * widen_factor, 32 * widen_factor, 64 * widen_factor)):
             for i in range(n):
                 stride = 2 if (group > 0 and i == 0) else 1
-                self.blocks.append(WideBasicBlock(filters, stride, dual_bn,
+                self.blocks.append(WideBasicBlock(filters, stride, dual_bn, in_filters=channels,
                                                   name=f"group{group + 1}_block{i + 1}"))
+                channels = filters
         self.final_bn = DualBatchNormalization(dual=dual_bn, name="final_bn")
         self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
         self.feature_dim = 64 * widen_factor

@@ -1,0 +1,88 @@
+"""L-inf PGD: hand-solvable linear models, projection, eager vs tf.function, no side effects."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from acl_tf.attacks import PGDConfig, model_loss_fn, pgd_linf, project
+from acl_tf.models import ResNet18
+
+
+def linear_loss(w):
+    w = tf.constant(w, tf.float32)
+    return lambda x: tf.reduce_sum(x * w)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_linear_model_reaches_the_known_worst_case(compiled):
+    # Maximising <w, x> over the eps-ball within [0, 1] moves every pixel by +eps*sign(w),
+    # except where [0, 1] clips it first; zero-weight pixels never move (sign(0) = 0).
+    w = np.array([[3.0, -2.0, 0.0, 5.0]], np.float32)
+    x = np.array([[0.5, 0.5, 0.5, 0.99]], np.float32)
+    config = PGDConfig(epsilon=0.1, step_size=0.03, steps=10, random_start="none")
+    attack = tf.function(pgd_linf, autograph=False) if compiled else pgd_linf
+    x_adv = attack(linear_loss(w), x, config).numpy()
+    np.testing.assert_allclose(x_adv, [[0.6, 0.4, 0.5, 1.0]], atol=1e-6)
+
+
+def test_step_count_and_size_by_hand():
+    # Two steps of 0.02 with eps 0.1: the sign step moves exactly 0.04.
+    w = np.array([[1.0, -1.0]], np.float32)
+    x = np.array([[0.5, 0.5]], np.float32)
+    config = PGDConfig(epsilon=0.1, step_size=0.02, steps=2, random_start="none")
+    np.testing.assert_allclose(pgd_linf(linear_loss(w), x, config).numpy(), [[0.54, 0.46]],
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("start", ["uniform", "normal"])
+def test_random_start_is_projected_and_seeded(start):
+    x = np.random.default_rng(0).random((4, 8, 8, 3)).astype(np.float32)
+    config = PGDConfig(epsilon=8 / 255, step_size=2 / 255, steps=0, random_start=start,
+                       normal_std=0.5 if start == "normal" else 0.001)
+    seed = tf.constant([1, 2], tf.int64)
+    a = pgd_linf(lambda z: tf.reduce_sum(z), x, config, seed=seed).numpy()
+    b = pgd_linf(lambda z: tf.reduce_sum(z), x, config, seed=seed).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - x).max() <= 8 / 255 + 1e-6
+    assert a.min() >= 0 and a.max() <= 1
+    assert np.abs(a - x).max() > 0
+
+
+def test_projection():
+    x = np.array([0.0, 0.5, 1.0], np.float32)
+    out = project(np.array([-0.5, 0.9, 1.2], np.float32), x, 0.1).numpy()
+    np.testing.assert_allclose(out, [0.0, 0.6, 1.0], atol=1e-7)
+
+
+def test_no_gradient_is_an_error():
+    with pytest.raises(ValueError, match="does not depend on its input"):
+        pgd_linf(lambda z: tf.constant(1.0), np.zeros((1, 2), np.float32),
+                 PGDConfig(steps=1, random_start="none"))
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="random_start"):
+        PGDConfig(random_start="gaussian")
+    with pytest.raises(ValueError, match="steps"):
+        PGDConfig(steps=-1)
+
+
+def test_attack_changes_no_weights_or_bn_statistics():
+    model = ResNet18(width=4)
+    x = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
+    model(x, training=True, branch="adv")
+    before = [w.numpy().copy() for w in model.weights]
+    labels = tf.constant([0, 1, 2, 3])
+
+    def ce(features):
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, features[:, :10]))
+
+    config = PGDConfig(steps=3)
+    x_adv = tf.function(pgd_linf)(model_loss_fn(model, ce, "adv"), x, config).numpy()
+    for w, b in zip(model.weights, before):
+        np.testing.assert_array_equal(w.numpy(), b, err_msg=w.path)
+    assert np.abs(x_adv - x).max() <= config.epsilon + 1e-6
+    # The attack raised the loss it maximises (inference-mode BN on the adv branch).
+    loss_fn = model_loss_fn(model, ce, "adv")
+    assert float(loss_fn(x_adv)) > float(loss_fn(x))
