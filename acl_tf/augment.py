@@ -56,8 +56,11 @@ __all__ = [
     "augment",
     "color_jitter",
     "element_seed",
+    "finetune_augment",
     "horizontal_flip",
+    "make_finetune_dataset",
     "make_pretrain_dataset",
+    "random_crop_with_padding",
     "random_grayscale",
     "random_resized_crop",
     "rgb_to_grayscale",
@@ -507,6 +510,84 @@ def make_pretrain_dataset(
         return views, label
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels, indices))
+    dataset = dataset.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------- #
+# Supervised fine-tuning: RandomCrop(padding=4) + RandomHorizontalFlip
+# --------------------------------------------------------------------------- #
+
+
+def random_crop_with_padding(image, seed, padding: int = 4):
+    """torchvision ``RandomCrop(size, padding=padding)`` (zero padding) for one ``[H, W, C]`` image.
+
+    The image is zero-padded by ``padding`` pixels on every side and an ``H x W`` window is cut at
+    offsets drawn uniformly from ``{0, ..., 2 * padding}`` in each direction.
+    """
+    image = _check_image(image)
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    shape = tf.shape(image)
+    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+    offsets = tf.random.stateless_uniform([2], _check_seed(seed), 0, 2 * padding + 1,
+                                          dtype=tf.int32, alg=_ALG)
+    crop = tf.slice(padded, [offsets[0], offsets[1], 0], shape)
+    crop.set_shape(image.shape)
+    return crop
+
+
+def finetune_augment(image, seed, padding: int = 4, flip_prob: float = 0.5):
+    """The TRADES / ACL fine-tuning augmentation: padded random crop, then horizontal flip."""
+    seeds = _split(_check_seed(seed), 2)
+    image = random_crop_with_padding(image, seeds[0], padding)
+    return horizontal_flip(image, seeds[1], flip_prob)
+
+
+def make_finetune_dataset(images, labels, *, batch_size: int, seed: int, epoch: int = 0,
+                          augment: bool = True, shuffle: bool = True,
+                          drop_remainder: bool = False) -> tf.data.Dataset:
+    """Dataset of one fine-tuning epoch yielding ``(images, labels)`` batches.
+
+    As :func:`make_pretrain_dataset`, the order depends only on ``(seed, epoch)`` and each
+    element's augmentation only on ``(seed, epoch, index)``, so a resumed run sees the same data.
+
+    Args:
+      images: ``[N, H, W, 3]`` uint8 array.
+      labels: ``[N]`` integer labels (yielded as int64).
+      batch_size: examples per batch.
+      seed, epoch: non-negative ints.
+      augment: apply :func:`finetune_augment` (otherwise the images are only scaled to [0, 1]).
+      shuffle: shuffle the examples (per ``(seed, epoch)``).
+      drop_remainder: drop the last incomplete batch.
+
+    Returns:
+      A prefetched dataset with element spec ``(float32[B, H, W, 3], int64[B])``.
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+    if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers of shape [{images.shape[0]}], got "
+                         f"{labels.dtype} {labels.shape}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    for name, value in (("seed", seed), ("epoch", epoch)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    indices = np.arange(images.shape[0], dtype=np.int64)
+    if shuffle:
+        indices = _epoch_permutation(images.shape[0], int(seed), int(epoch))
+        images, labels = images[indices], labels[indices]
+
+    def _map(image, label, index):
+        image = tf.image.convert_image_dtype(image, tf.float32)
+        if augment:
+            image = finetune_augment(image, element_seed(seed, epoch, index))
+        return image, label
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64), indices))
     dataset = dataset.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)

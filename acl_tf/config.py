@@ -232,6 +232,7 @@ class ModelConfig:
     bn: str = "auto"             # auto (dual for a2s/ds, single for s2s/a2a) | dual | single
     head_layers: int = 3
     head_dim: int = 512
+    sync_bn: bool = False        # all-reduce BN batch statistics across replicas (tf.distribute)
 
     def __post_init__(self):
         if self.bn not in BN_MODES:
@@ -302,3 +303,313 @@ class PretrainConfig:
         if self.model.bn == "auto":
             return self.variant in ("a2s", "ds")
         return self.model.bn == "dual"
+
+
+SELECT_BY = ("robust", "clean")
+
+
+@dataclasses.dataclass
+class FinetuneOptimizerConfig:
+    """SGD with momentum and coupled L2 (``torch.optim.SGD``), piecewise-constant per epoch."""
+
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4           # coupled L2, as torch.optim.SGD(weight_decay=...)
+    nesterov: bool = False
+    decay_epochs: tuple[int, ...] = (15, 20)   # the rate drops after these many epochs
+    decay_factor: float = 0.1
+
+    def __post_init__(self):
+        if self.learning_rate <= 0:
+            raise ConfigError(f"optimizer.learning_rate must be positive, got {self.learning_rate}.")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ConfigError(f"optimizer.momentum and optimizer.weight_decay must be >= 0, got "
+                              f"{self.momentum}, {self.weight_decay}.")
+        epochs = list(self.decay_epochs)
+        if any(e < 1 for e in epochs) or epochs != sorted(set(epochs)):
+            raise ConfigError(f"optimizer.decay_epochs must be strictly increasing positive "
+                              f"epoch counts, got {list(self.decay_epochs)}.")
+        if not 0 < self.decay_factor <= 1:
+            raise ConfigError(f"optimizer.decay_factor must be in (0, 1], got {self.decay_factor}.")
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Supervised fine-tuning (reference section 2): AFF (TRADES), ALF or SLF.
+
+    ``model`` describes the randomly initialised encoder used without ``pretrained``; with a
+    pre-trained encoder its ``arch``/``width``/``bn`` are set from the saved encoder.
+    ``attack`` is the TRADES attack of AFF (start x + 0.001 N(0, 1)), ``alf_attack`` the PGD of
+    ALF (uniform start), ``eval_attack`` the PGD-20 of model selection on the validation split.
+    ``select_by``: keep as ``best.keras`` the epoch of highest robust (or clean) validation
+    accuracy.
+    """
+
+    mode: str = "aff"                     # aff | alf | slf
+    bn: str = "adv"                       # BN branch fine-tuned and evaluated: adv | normal
+    pretrained: Optional[str] = None      # pre-training run dir (or .keras file); None = RI
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    attack: PGDConfig = dataclasses.field(
+        default_factory=lambda: PGDConfig(steps=10, random_start="normal"))
+    alf_attack: PGDConfig = dataclasses.field(default_factory=lambda: PGDConfig(steps=10))
+    eval_attack: PGDConfig = dataclasses.field(default_factory=lambda: PGDConfig(steps=20))
+    trades_beta: float = 6.0
+    optimizer: FinetuneOptimizerConfig = dataclasses.field(
+        default_factory=FinetuneOptimizerConfig)
+    batch_size: int = 128
+    eval_batch_size: int = 256
+    epochs: int = 25
+    val_size: int = 5000                  # class-balanced hold-out of the training split
+    augment: bool = True                  # RandomCrop(32, padding=4) + horizontal flip
+    drop_remainder: bool = False          # PyTorch's DataLoader keeps the last partial batch
+    select_by: str = "robust"             # robust | clean
+    evaluate_test: bool = True            # clean + eval_attack accuracy of best.keras on test
+    export: bool = True                   # export best.keras to model_dir/saved_model/<version>
+    seed: int = 0
+    log_every_steps: int = 50
+    keep_checkpoints: int = 3
+
+    def __post_init__(self):
+        from acl_tf.training.finetuner import check_mode
+        from acl_tf.models import check_branch
+
+        try:
+            self.mode = check_mode(self.mode)
+            self.bn = check_branch(str(self.bn).lower())
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if self.select_by not in SELECT_BY:
+            raise ConfigError(f"select_by must be one of {SELECT_BY}, got {self.select_by!r}.")
+        if self.batch_size < 1 or self.eval_batch_size < 1 or self.epochs < 1:
+            raise ConfigError(f"batch_size, eval_batch_size and epochs must be >= 1, got "
+                              f"{self.batch_size}, {self.eval_batch_size}, {self.epochs}.")
+        if self.val_size < 1 or self.val_size % self.data.num_classes:
+            raise ConfigError(f"val_size must be a positive multiple of data.num_classes="
+                              f"{self.data.num_classes}, got {self.val_size}.")
+        if self.trades_beta < 0:
+            raise ConfigError(f"trades_beta must be >= 0, got {self.trades_beta}.")
+
+    @property
+    def freeze_encoder(self) -> bool:
+        return self.mode != "aff"
+
+
+# -- Robustness evaluation (acl_tf.evaluate) -----------------------------------------------------
+from acl_tf.evaluation.autoattack import AutoAttackConfig  # noqa: E402
+from acl_tf.evaluation.corruptions import Cifar10CConfig  # noqa: E402
+from acl_tf.evaluation.guards import GuardConfig  # noqa: E402
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """Robustness evaluation of a classifier (reference section 3). Defaults: the paper's TA and
+    PGD-20 RA (eps 8/255, step 2/255, uniform start) plus the standard AutoAttack schedule.
+
+    ``data.source`` / ``data.test_split`` / ``data.limit`` pick the evaluated images (``limit``:
+    the first N of that split). ``attacks``: ``clean``, ``pgdK`` (K steps of ``attack``),
+    ``autoattack``, ``corruptions`` (CIFAR-10-C). ``bn``: ``adv`` | ``normal`` | null (the
+    classifier's own default branch). ``eps_sweep_255``: epsilons (in 1/255) of the
+    accuracy-vs-epsilon curve, PGD with ``sweep_steps`` steps of ``sweep_step_ratio * eps``;
+    empty disables it.
+    """
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    attacks: tuple[str, ...] = ("clean", "pgd20", "autoattack")
+    bn: Optional[str] = None
+    attack: PGDConfig = dataclasses.field(default_factory=lambda: PGDConfig(steps=20))
+    restarts: int = 1
+    autoattack: AutoAttackConfig = dataclasses.field(default_factory=AutoAttackConfig)
+    eps_sweep_255: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+    sweep_steps: int = 20
+    sweep_step_ratio: float = 0.25
+    guards: GuardConfig = dataclasses.field(default_factory=GuardConfig)
+    cifar10c: Cifar10CConfig = dataclasses.field(default_factory=Cifar10CConfig)
+    batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        from acl_tf.evaluation.run import parse_attack_name
+        from acl_tf.models import check_branch
+
+        try:
+            for name in self.attacks:
+                parse_attack_name(name)
+            if self.bn is not None:
+                self.bn = check_branch(str(self.bn).lower())
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if not self.attacks:
+            raise ConfigError("attacks must name at least one evaluation.")
+        if self.restarts < 1 or self.batch_size < 1 or self.sweep_steps < 1:
+            raise ConfigError(f"restarts, batch_size and sweep_steps must be >= 1, got "
+                              f"{self.restarts}, {self.batch_size}, {self.sweep_steps}.")
+        if any(e < 0 for e in self.eps_sweep_255) or self.sweep_step_ratio <= 0:
+            raise ConfigError(f"eps_sweep_255 must be >= 0 and sweep_step_ratio > 0, got "
+                              f"{list(self.eps_sweep_255)}, {self.sweep_step_ratio}.")
+
+
+# -- Semi-supervised adversarial training (acl_tf.semisup) ---------------------------------------
+@dataclasses.dataclass
+class SemisupTeacherConfig:
+    """Step ii: standard (non-adversarial) training of the whole classifier on the labelled subset
+    only, from the pre-trained encoder with its ``normal`` BN. Defaults: the authors' README
+    (``train_trades.py --trainmode normal``: SGD 0.1, weight decay 2e-4, 100 epochs decayed x0.1
+    after 40 and 60, batch 128). The epoch of highest clean validation accuracy is kept."""
+
+    optimizer: FinetuneOptimizerConfig = dataclasses.field(
+        default_factory=lambda: FinetuneOptimizerConfig(
+            learning_rate=0.1, weight_decay=2e-4, decay_epochs=(40, 60)))
+    batch_size: int = 128
+    epochs: int = 100
+    augment: bool = True                  # RandomCrop(32, padding=4) + horizontal flip
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ConfigError(f"teacher.batch_size and teacher.epochs must be >= 1, got "
+                              f"{self.batch_size}, {self.epochs}.")
+
+
+@dataclasses.dataclass
+class SemisupStudentConfig:
+    """Step iii: adversarial training on every training image from the pre-trained encoder with
+    its ``adv`` BN, loss l_s of reference section 4 (alpha, beta; the temperature is
+    :attr:`SemisupConfig.temperature`). ``attack``: PGD-10 on the cross-entropy of the label
+    (labelled images) or the pseudo-label (unlabelled ones), uniform start. ``batch_size`` images
+    per step, labelled and unlabelled in proportion to the label rate (at least one labelled).
+    ``alpha_convention``: ``paper`` weighs the labelled CE by alpha and its distillation term by
+    1 - alpha (Eqn. 3); ``code`` swaps them, as the official script does (equal at alpha 0.5).
+    ``distill_weight`` multiplies both distillation terms (the script's ``rate_distill``).
+    Defaults: the official script (weight decay 5e-4, 15 epochs decayed x0.1 after 5 and 10)."""
+
+    optimizer: FinetuneOptimizerConfig = dataclasses.field(
+        default_factory=lambda: FinetuneOptimizerConfig(
+            learning_rate=0.1, weight_decay=5e-4, decay_epochs=(5, 10)))
+    batch_size: int = 128
+    epochs: int = 15
+    alpha: float = 0.5
+    beta: float = 6.0
+    distill_weight: float = 1.0
+    alpha_convention: str = "paper"
+    attack: PGDConfig = dataclasses.field(default_factory=lambda: PGDConfig(steps=10))
+    augment: bool = True
+    select_by: str = "robust"             # robust | clean validation accuracy -> best.keras
+
+    def __post_init__(self):
+        from acl_tf.losses import ALPHA_CONVENTIONS
+
+        if self.batch_size < 2 or self.epochs < 1:
+            raise ConfigError(f"student.batch_size must be >= 2 (labelled + unlabelled) and "
+                              f"student.epochs >= 1, got {self.batch_size}, {self.epochs}.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"student.alpha must be in [0, 1], got {self.alpha}.")
+        if self.beta < 0 or self.distill_weight < 0:
+            raise ConfigError(f"student.beta and student.distill_weight must be >= 0, got "
+                              f"{self.beta}, {self.distill_weight}.")
+        if self.alpha_convention not in ALPHA_CONVENTIONS:
+            raise ConfigError(f"student.alpha_convention must be one of {ALPHA_CONVENTIONS}, "
+                              f"got {self.alpha_convention!r}.")
+        if self.select_by not in SELECT_BY:
+            raise ConfigError(f"student.select_by must be one of {SELECT_BY}, "
+                              f"got {self.select_by!r}.")
+
+
+@dataclasses.dataclass
+class SemisupConfig:
+    """Semi-supervised adversarial training from few labels (reference section 4, Table 2).
+
+    The training split loses a class-balanced validation hold-out of ``val_size`` images; of the
+    rest, a class-balanced labelled subset is drawn: ``labels_per_class`` images per class, or
+    ``label_fraction`` of the rest (rounded to a whole number of images per class); exactly one
+    of the two is set. The other images are unlabelled. ``temperature`` is T of the soft
+    pseudo-labels and of the distillation terms. ``pretrained``: a pre-training run directory
+    (or ``.keras`` encoder); None is the "vanilla UAT++" baseline (random initialisation), whose
+    architecture ``model`` describes. ``eval_attack``: PGD-20 of student model selection and
+    testing.
+    """
+
+    pretrained: Optional[str] = None
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    label_fraction: Optional[float] = 0.01
+    labels_per_class: Optional[int] = None
+    val_size: int = 5000
+    temperature: float = 1.0
+    teacher: SemisupTeacherConfig = dataclasses.field(default_factory=SemisupTeacherConfig)
+    student: SemisupStudentConfig = dataclasses.field(default_factory=SemisupStudentConfig)
+    eval_attack: PGDConfig = dataclasses.field(default_factory=lambda: PGDConfig(steps=20))
+    eval_batch_size: int = 256
+    evaluate_test: bool = True
+    seed: int = 0
+    log_every_steps: int = 50
+    keep_checkpoints: int = 3
+
+    def __post_init__(self):
+        if (self.label_fraction is None) == (self.labels_per_class is None):
+            raise ConfigError(f"Set exactly one of label_fraction and labels_per_class (the other "
+                              f"null), got label_fraction={self.label_fraction}, "
+                              f"labels_per_class={self.labels_per_class}.")
+        if self.label_fraction is not None and not 0.0 < self.label_fraction < 1.0:
+            raise ConfigError(f"label_fraction must be in (0, 1), got {self.label_fraction}.")
+        if self.labels_per_class is not None and self.labels_per_class < 1:
+            raise ConfigError(f"labels_per_class must be >= 1, got {self.labels_per_class}.")
+        if self.val_size < 1 or self.val_size % self.data.num_classes:
+            raise ConfigError(f"val_size must be a positive multiple of data.num_classes="
+                              f"{self.data.num_classes}, got {self.val_size}.")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be positive, got {self.temperature}.")
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}.")
+
+
+BENCH_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """Throughput benchmark of the pre-training step (``python -m acl_tf.bench``).
+
+    Every variant's step is the one of the pre-training config ``pretrain`` (a name under
+    ``configs/pretrain/`` or a path) with ``model.width``/``batch_size`` replaced by ``width`` /
+    ``batch_size`` and ``overrides`` (``field.sub=value``) applied. ``warmup_steps`` untimed steps
+    follow the first (tracing) call; ``steps`` timed steps give the median. The input pipeline
+    decodes ``pipeline_source`` (first ``pipeline_limit`` images) and times two augmented views
+    of ``pipeline_images`` images. ``intra_op_threads``/``inter_op_threads``: 0 keeps
+    TensorFlow's default.
+    """
+
+    variants: tuple[str, ...] = ("s2s", "a2a", "a2s", "ds")
+    batch_size: int = 64
+    width: int = 64
+    precision: str = "float32"          # float32 | mixed_bfloat16 | mixed_float16
+    jit_compile: bool = False
+    warmup_steps: int = 2
+    steps: int = 5
+    pretrain: str = "cifar10_resnet18"
+    overrides: tuple[str, ...] = ()
+    pipeline: bool = True
+    pipeline_source: str = "data/cifar10_sample"
+    pipeline_limit: Optional[int] = None
+    pipeline_images: int = 1024
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.variants:
+            raise ConfigError("variants must name at least one ACL variant.")
+        if self.precision not in BENCH_PRECISIONS:
+            raise ConfigError(f"precision must be one of {BENCH_PRECISIONS}, got "
+                              f"{self.precision!r}.")
+        if self.batch_size < 2 or self.width < 1:
+            raise ConfigError(f"batch_size must be >= 2 and width >= 1, got {self.batch_size}, "
+                              f"{self.width}.")
+        if self.steps < 1 or self.warmup_steps < 0:
+            raise ConfigError(f"steps must be >= 1 and warmup_steps >= 0, got {self.steps}, "
+                              f"{self.warmup_steps}.")
+        if self.pipeline_images < 1 or (self.pipeline_limit is not None
+                                        and self.pipeline_limit < 1):
+            raise ConfigError(f"pipeline_images and pipeline_limit must be positive, got "
+                              f"{self.pipeline_images}, {self.pipeline_limit}.")
+        if self.intra_op_threads < 0 or self.inter_op_threads < 0:
+            raise ConfigError("intra_op_threads and inter_op_threads must be >= 0 (0: default).")

@@ -34,13 +34,17 @@ class RunDirError(ValueError):
     """A model directory that cannot be used as asked (e.g. overwriting finished work)."""
 
 
-def prepare_run_dir(model_dir, config, resume: bool):
+def prepare_run_dir(model_dir, config, resume: bool, write: bool = True):
     """Creates ``model_dir`` and writes ``config.json``.
 
     Refuses to start afresh over existing checkpoints (nothing finished is lost): pass
     ``resume=True`` to continue them. On resume the saved config must equal ``config``.
+    With ``write=False`` (a non-chief worker of a multi-worker job) it only runs these checks,
+    so every worker fails alike, and writes nothing.
     """
     model_dir = Path(model_dir)
+    if not write:
+        return _check_run_dir(model_dir, config, resume)
     model_dir.mkdir(parents=True, exist_ok=True)
     config_file = model_dir / "config.json"
     has_checkpoint = tf.train.latest_checkpoint(str(model_dir / "checkpoints")) is not None
@@ -53,6 +57,18 @@ def prepare_run_dir(model_dir, config, resume: bool):
             raise RunDirError(f"--resume: the config differs from {config_file}; resume with the "
                               f"same config (saved: {json.dumps(dataclasses.asdict(saved))}).")
     write_config(config, config_file)
+    return model_dir
+
+
+def _check_run_dir(model_dir: Path, config, resume: bool) -> Path:
+    """The checks of :func:`prepare_run_dir` without creating or writing anything."""
+    config_file = model_dir / "config.json"
+    if tf.train.latest_checkpoint(str(model_dir / "checkpoints")) is not None and not resume:
+        raise RunDirError(f"{model_dir} already holds checkpoints; pass --resume to continue "
+                          "that run or choose another --model_dir.")
+    if resume and config_file.exists() and read_config(type(config), config_file) != config:
+        raise RunDirError(f"--resume: the config differs from {config_file}; resume with the "
+                          "same config.")
     return model_dir
 
 
@@ -180,31 +196,49 @@ def fit_epochs(model: keras.Model, make_dataset: Callable[[int], tf.data.Dataset
                epochs: int, steps_per_epoch: int, images_per_step: int, log_every: int = 50,
                keep_checkpoints: int = 3, resume: bool = False,
                callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto",
-               extra_trackables: Optional[dict] = None) -> list:
+               extra_trackables: Optional[dict] = None,
+               metric_callbacks: Sequence[keras.callbacks.Callback] = (),
+               resume_dir=None) -> list:
     """Trains a compiled ``model`` epoch by epoch with checkpoints; returns the history.
 
     ``make_dataset(epoch)`` returns that epoch's dataset. With ``resume`` the latest checkpoint
     in ``model_dir/checkpoints`` is restored (weights, optimizer state, step and epoch counters)
     and training continues at the next epoch.
+
+    ``metric_callbacks`` run at the end of each epoch *before* TensorBoard and the checkpoint:
+    values they add to the epoch's ``logs`` (e.g. validation accuracies) land in TensorBoard and
+    ``history.json``. ``callbacks`` run after the checkpoint.
+
+    ``resume_dir`` (default ``model_dir``) is the run directory whose checkpoint and history a
+    resumed run starts from: a non-chief worker of a multi-worker job writes into a temporary
+    ``model_dir`` but resumes from the chief's directory.
     """
     model_dir = Path(model_dir)
+    resume_dir = Path(resume_dir) if resume_dir is not None else model_dir
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    # Optimizer slots exist only after build(): build them so a restore fills them in place.
-    model.optimizer.build(model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch_var,
-                                     **(extra_trackables or {}))
+    # Optimizer slots exist only after build(): build them so a restore fills them in place
+    # (inside the model's distribution strategy, so that they are mirrored like the weights).
+    with model.distribute_strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+    # Flat variable lists, matched by position: Keras 3 hides layers kept in Python lists from
+    # TF's object graph (only SavedModel export sees them), so ``Checkpoint(model=model)`` would
+    # silently skip most weights and BN statistics.
+    checkpoint = tf.train.Checkpoint(weights=list(model.weights),
+                                     optimizer_variables=list(model.optimizer.variables),
+                                     epoch=epoch_var, **(extra_trackables or {}))
     manager = tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoints"),
                                          max_to_keep=keep_checkpoints)
     history = []
-    if resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        history = [h for h in load_history(model_dir) if h["epoch"] <= int(epoch_var.numpy())]
-        logging.info("resumed from %s at epoch %d", manager.latest_checkpoint,
-                     int(epoch_var.numpy()))
+    latest = tf.train.latest_checkpoint(str(resume_dir / "checkpoints")) if resume else None
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        history = [h for h in load_history(resume_dir) if h["epoch"] <= int(epoch_var.numpy())]
+        logging.info("resumed from %s at epoch %d", latest, int(epoch_var.numpy()))
     start = int(epoch_var.numpy())
     writer = tf.summary.create_file_writer(str(model_dir / "logs" / "train"))
     all_callbacks = [NonFiniteGuard(),
                      ProgressLogger(images_per_step, steps_per_epoch, epochs, log_every, writer),
+                     *metric_callbacks,
                      keras.callbacks.TensorBoard(str(model_dir / "logs"), write_graph=False),
                      EpochCheckpoint(manager, epoch_var, model_dir, history), *callbacks]
     for epoch in range(start, epochs):

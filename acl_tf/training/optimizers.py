@@ -74,3 +74,87 @@ def warmup_cosine(peak_lr: float, total_steps: int, warmup_steps: int, final_lr:
         warmup_target=peak_lr if warmup_steps else None,
         warmup_steps=warmup_steps,
     )
+
+
+@keras.saving.register_keras_serializable(package="acl_tf")
+class SGDL2(keras.optimizers.Optimizer):
+    """SGD with momentum and *coupled* L2 weight decay: ``torch.optim.SGD`` semantics.
+
+    For every variable w with gradient g (dampening 0, as in the TRADES / ACL fine-tuning code):
+        d = g + weight_decay * w
+        b <- momentum * b + d                    (b starts at 0, so the first b is d)
+        w <- w - learning_rate * (d + momentum * b if nesterov else b)
+
+    Keras' own ``SGD(weight_decay=...)`` decays the weights outside the momentum buffer
+    (decoupled), which with momentum 0.9 is a roughly 10x weaker decay than the reference's;
+    and Keras' momentum buffer holds ``learning_rate * g``, which differs from PyTorch's right
+    after a learning-rate drop. This class follows PyTorch in both.
+
+    Only variables that receive a gradient are updated (and decayed): pass the
+    (gradient, variable) pairs of what was trained.
+
+    Args:
+        learning_rate: float or ``LearningRateSchedule``.
+        momentum: momentum factor (0.9).
+        weight_decay: coupled L2 coefficient (2e-4 in ACL fine-tuning).
+        nesterov: Nesterov momentum (off in the reference).
+    """
+
+    def __init__(self, learning_rate=0.1, momentum=0.9, weight_decay=0.0, nesterov=False,
+                 name="sgd_l2", **kwargs):
+        kwargs.pop("weight_decay", None)
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if momentum < 0 or weight_decay < 0:
+            raise ValueError(f"SGDL2 momentum and weight_decay must be >= 0, got {momentum}, "
+                             f"{weight_decay}.")
+        self.momentum = momentum
+        self.l2 = weight_decay
+        self.nesterov = nesterov
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self.momentums = [self.add_variable_from_reference(v, "momentum") for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        d = ops.cast(gradient, variable.dtype)
+        if self.l2:
+            d = d + ops.cast(self.l2, variable.dtype) * variable
+        if not self.momentum:
+            self.assign_sub(variable, lr * d)
+            return
+        momentum = ops.cast(self.momentum, variable.dtype)
+        b = self.momentums[self._get_variable_index(variable)]
+        self.assign(b, momentum * b + d)
+        step = d + momentum * b if self.nesterov else b
+        self.assign_sub(variable, lr * step)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(momentum=self.momentum, weight_decay=self.l2, nesterov=self.nesterov)
+        return config
+
+
+def piecewise_epochs(learning_rate: float, steps_per_epoch: int, decay_epochs, factor: float = 0.1):
+    """Step-wise constant rate multiplied by ``factor`` after each epoch count in ``decay_epochs``.
+
+    ``decay_epochs=(15, 20)`` trains epochs 1-15 at ``learning_rate``, 16-20 at ``factor`` times
+    it and the rest at ``factor**2`` times it. (The ACL/TRADES scripts call their MultiStepLR
+    scheduler before each epoch, so their ``15,20`` drops the rate one epoch earlier: that is
+    ``decay_epochs=(14, 19)`` here.) The optimizer evaluates the schedule at its iteration count,
+    i.e. the number of steps already taken, so the first step of epoch ``e`` (1-based) sees step
+    ``(e - 1) * steps_per_epoch``.
+    """
+    decay_epochs = tuple(int(e) for e in decay_epochs)
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
+    if any(e < 1 for e in decay_epochs) or list(decay_epochs) != sorted(set(decay_epochs)):
+        raise ValueError(f"decay_epochs must be strictly increasing positive epoch counts, "
+                         f"got {decay_epochs}.")
+    if not decay_epochs:
+        return float(learning_rate)
+    boundaries = [e * steps_per_epoch - 1 for e in decay_epochs]
+    values = [float(learning_rate) * factor ** i for i in range(len(decay_epochs) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)

@@ -1,0 +1,182 @@
+"""The supervised fine-tuning model: a :class:`~acl_tf.models.Classifier` with the ``train_step``
+of one of three protocols (reference section 2).
+
+=====  ====================================================  ==================================
+mode   loss of one batch (x, y)                               what is trained
+=====  ====================================================  ==================================
+aff    TRADES: CE(f(x), y) + beta * KL(f(x) || f(x'))         everything (encoder, BN, linear)
+alf    CE(f(x'), y), x' = PGD on the cross-entropy            the linear layer only
+slf    CE(f(x), y)                                            the linear layer only
+=====  ====================================================  ==================================
+
+Every forward pass uses the classifier's BN branch (``adv`` or ``normal``). The attacks run with
+BN in inference mode on that branch (TRADES calls ``model.eval()`` before its attack) and
+differentiate with respect to the input only: x' of AFF maximises the summed KL from a start
+x + 0.001 N(0, 1); x' of ALF maximises the cross-entropy from a uniform start. In AFF the
+training passes use batch statistics (the clean and the adversarial batch each update the moving
+statistics, as two PyTorch forward passes do); in ALF/SLF the frozen encoder always runs in
+inference mode, so its moving statistics never change.
+
+Weight decay is the optimizer's business (:class:`acl_tf.training.optimizers.SGDL2`); only
+variables that receive a gradient are handed to it, so the unused BN branch is neither trained
+nor decayed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from acl_tf.attacks import PGDConfig, model_loss_fn, pgd_linf
+from acl_tf.losses import cross_entropy, trades_kl, trades_loss
+
+MODES = ("aff", "alf", "slf")
+
+
+def check_mode(mode: str) -> str:
+    """Returns the lower-cased fine-tuning mode or raises a ValueError naming the valid ones."""
+    name = str(mode).lower()
+    if name not in MODES:
+        raise ValueError(f"Unknown fine-tuning mode {mode!r}; expected one of {MODES} "
+                         "(aff: adversarial full fine-tuning with TRADES, alf: adversarial linear "
+                         "fine-tuning, slf: standard linear fine-tuning).")
+    return name
+
+
+def _as_pgd(config, default: PGDConfig) -> PGDConfig:
+    if config is None:
+        return default
+    return config if isinstance(config, PGDConfig) else PGDConfig(**config)
+
+
+@keras.saving.register_keras_serializable(package="acl_tf")
+class Finetuner(keras.Model):
+    """Trains a :class:`~acl_tf.models.Classifier` with AFF, ALF or SLF.
+
+    Args:
+        classifier: the model to train; build it with ``freeze_encoder=(mode != "aff")``.
+        mode: ``aff``, ``alf`` or ``slf``.
+        attack: :class:`PGDConfig` (or dict) of the training attack: the TRADES attack for AFF
+            (10 steps, normal start), the PGD of ALF (10 steps, uniform start); unused by SLF.
+        beta: TRADES weight of the KL term (AFF).
+        seed: seed of the attack's random start (combined with the step counter, so a resumed
+            run draws the same starts).
+
+    ``fit`` takes batches ``(images, labels)`` of float32 images in [0, 1] and int labels.
+    Logged metrics: ``loss``, ``acc`` (clean accuracy of the batch; training-mode BN in AFF) and,
+    for AFF/ALF, ``adv_acc`` (accuracy on the training attack's x').
+    """
+
+    def __init__(self, classifier, mode: str = "aff", attack=None, beta: float = 6.0,
+                 seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.classifier = classifier
+        self.mode = check_mode(mode)
+        default = PGDConfig(steps=10, random_start="normal" if self.mode == "aff" else "uniform")
+        self.attack = _as_pgd(attack, default)
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}.")
+        self.beta = beta
+        self.seed = seed
+        if self.mode == "aff" and classifier.freeze_encoder:
+            raise ValueError("AFF trains the encoder: build the Classifier with "
+                             "freeze_encoder=False.")
+        if self.mode != "aff" and not classifier.freeze_encoder:
+            raise ValueError(f"{self.mode.upper()} trains the linear layer only: build the "
+                             "Classifier with freeze_encoder=True.")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.acc_tracker = keras.metrics.SparseCategoricalAccuracy(name="acc")
+        self.adv_acc_tracker = (keras.metrics.SparseCategoricalAccuracy(name="adv_acc")
+                                if self.mode != "slf" else None)
+
+    @property
+    def branch(self) -> str:
+        return self.classifier.branch
+
+    def call(self, images, training=None, branch=None):
+        return self.classifier(images, training=training, branch=branch)
+
+    # -- attacks -------------------------------------------------------------------------------
+    def _attack_seed(self):
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        replica = tf.distribute.get_replica_context()
+        replica_id = tf.cast(replica.replica_id_in_sync_group if replica else 0, tf.int64)
+        return tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003 + replica_id, step])
+
+    def adversarial_examples(self, images, labels, seed=None):
+        """x' of the training attack (inference-mode BN on the classifier's branch).
+
+        AFF: maximise ``trades_kl(f(x), f(x'), reduction="sum")`` with f(x) fixed (TRADES);
+        ALF: maximise the cross-entropy of ``labels``. ``seed``: stateless seed [2] of the random
+        start (None: the global generator).
+        """
+        if self.mode == "slf":
+            raise ValueError("SLF trains on clean images; it has no training attack.")
+        if self.mode == "aff":
+            logits_clean = tf.stop_gradient(
+                self.classifier(images, training=False, branch=self.branch))
+            loss_fn = model_loss_fn(
+                self.classifier, lambda logits: trades_kl(logits_clean, logits, "sum"),
+                branch=self.branch)
+        else:
+            loss_fn = model_loss_fn(self.classifier,
+                                    lambda logits: cross_entropy(labels, logits, "sum"),
+                                    branch=self.branch)
+        return pgd_linf(loss_fn, images, self.attack, seed=seed)
+
+    # -- training ------------------------------------------------------------------------------
+    def compute_step(self, images, labels, x_adv=None):
+        """Loss, clean logits and adversarial logits (None for SLF) of one training step."""
+        if self.mode == "aff":
+            logits = self.classifier(images, training=True)
+            logits_adv = self.classifier(x_adv, training=True)
+            return trades_loss(logits, logits_adv, labels, self.beta), logits, logits_adv
+        if self.mode == "alf":
+            logits_adv = self.classifier(x_adv, training=True)
+            logits = tf.stop_gradient(self.classifier(images, training=False))
+            return cross_entropy(labels, logits_adv), logits, logits_adv
+        logits = self.classifier(images, training=True)
+        return cross_entropy(labels, logits), logits, None
+
+    def train_step(self, data):
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        # The attack must not see the tape: it runs first, in inference mode.
+        x_adv = (self.adversarial_examples(images, labels, self._attack_seed())
+                 if self.mode != "slf" else None)
+        with tf.GradientTape() as tape:
+            loss, logits, logits_adv = self.compute_step(images, labels, x_adv)
+            # Keras sums gradients over replicas: scale the per-replica mean loss.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        if not self.optimizer.built:  # build for all variables, not only the first subset
+            self.optimizer.build(variables)
+        # The BN branch not in use gets no gradient: leave it alone (no momentum, no decay).
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        self.loss_tracker.update_state(loss)
+        self.acc_tracker.update_state(labels, logits)
+        if self.adv_acc_tracker is not None:
+            self.adv_acc_tracker.update_state(labels, logits_adv)
+        return {m.name: m.result() for m in self.metrics}
+
+    @property
+    def metrics(self):
+        return [m for m in (self.loss_tracker, self.acc_tracker, self.adv_acc_tracker)
+                if m is not None]
+
+    # -- serialisation -------------------------------------------------------------------------
+    def get_config(self):
+        return {"name": self.name,
+                "classifier": keras.saving.serialize_keras_object(self.classifier),
+                "mode": self.mode, "attack": dataclasses.asdict(self.attack), "beta": self.beta,
+                "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
+        return cls(**config)

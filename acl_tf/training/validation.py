@@ -1,0 +1,186 @@
+"""Per-epoch validation and model selection for fine-tuning.
+
+:func:`validation_accuracy` measures the clean accuracy and the accuracy under an L-inf PGD
+attack (PGD-20 on the cross-entropy, uniform start, BN in inference mode) of a classifier on
+in-memory images with :mod:`acl_tf.evaluation.robustness`.
+
+:class:`ModelSelection` runs it after every epoch and keeps, in the run directory:
+
+* ``last.keras``: the classifier after the latest epoch;
+* ``best.keras``: the classifier of the epoch with the highest robust (or clean) validation
+  accuracy, ties going to the earlier epoch;
+* ``metrics.json``: per-epoch validation accuracies, the best epoch and, once written by the
+  runner, the test accuracies of ``best.keras``.
+
+Crash safety: the measurement runs *before* the epoch's checkpoint (its ``val_acc`` /
+``val_adv_acc`` then also land in ``history.json`` and TensorBoard); the files above are written
+*after* it, each atomically, ``metrics.json`` last. A run resumed from the checkpoint of epoch N
+whose ``metrics.json`` lacks epoch N re-measures the restored weights (the same as epoch N's:
+the measurement is deterministic) before training on, so the files always describe the epochs
+that the checkpoints hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import keras
+import numpy as np
+from absl import logging
+
+from acl_tf.attacks import PGDConfig
+from acl_tf.training.loop import save_keras_atomic
+
+METRICS_FILE = "metrics.json"
+
+
+def validation_accuracy(model, images, labels, attack: PGDConfig, branch: Optional[str] = None,
+                        batch_size: int = 256, seed: int = 0) -> dict:
+    """Clean accuracy and PGD accuracy of ``model`` on in-memory data, in [0, 1].
+
+    A thin wrapper of :func:`acl_tf.evaluation.robustness.clean_accuracy` and
+    :func:`~acl_tf.evaluation.robustness.pgd_accuracy` (cross-entropy PGD, BN in inference mode,
+    stateless per-batch seeds, so the figure is reproducible; an example counts as robust when it
+    is classified correctly both clean and attacked), taking uint8 images.
+
+    Args:
+        model: called as ``model(x, training=False, branch=branch)`` (a Classifier).
+        images: uint8 [N, H, W, 3] (or float in [0, 1]); labels: int [N].
+        attack: the PGD settings (PGD-20, uniform start for the reference's RA).
+        branch: BN branch (None: the model's default).
+        batch_size: evaluation batch size.
+        seed: seed of the attack's random starts.
+
+    Returns:
+        ``{"acc": clean accuracy, "adv_acc": accuracy under the attack, "count": N}``.
+    """
+    from acl_tf.evaluation.robustness import clean_accuracy, pgd_accuracy
+
+    images, labels = np.asarray(images), np.asarray(labels)
+    if len(images) == 0:
+        raise ValueError("validation_accuracy needs at least one image.")
+    x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
+    clean = clean_accuracy(model, x, labels, branch=branch, batch_size=batch_size)
+    robust = pgd_accuracy(model, x, labels, attack, branch=branch, batch_size=batch_size,
+                          seed=seed)
+    return {"acc": clean.accuracy, "adv_acc": robust.accuracy, "count": len(images)}
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def read_metrics(model_dir) -> dict:
+    """The run's ``metrics.json`` (an empty record if there is none yet)."""
+    path = Path(model_dir) / METRICS_FILE
+    if not path.exists():
+        return {"epochs": []}
+    return json.loads(path.read_text())
+
+
+class ModelSelection:
+    """Validation after every epoch; ``best.keras`` / ``last.keras`` / ``metrics.json``.
+
+    Args:
+        classifier: the model being fine-tuned (what ``best.keras`` and ``last.keras`` hold).
+        images, labels: the validation split (uint8 images).
+        attack: PGD of the robust validation accuracy (PGD-20).
+        model_dir: the run directory.
+        select_by: ``robust`` (highest ``val_adv_acc``) or ``clean`` (highest ``val_acc``).
+        batch_size, seed: see :func:`validation_accuracy`.
+        info: extra fields recorded at the top of ``metrics.json`` (mode, branch, ...).
+
+    Use :meth:`callbacks` with :func:`acl_tf.training.loop.fit_epochs` and call
+    :meth:`catch_up` with the number of finished epochs after it returns.
+    """
+
+    def __init__(self, classifier, images, labels, attack: PGDConfig, model_dir,
+                 select_by: str = "robust", batch_size: int = 256, seed: int = 0,
+                 info: Optional[dict] = None):
+        if select_by not in ("robust", "clean"):
+            raise ValueError(f"select_by must be 'robust' or 'clean', got {select_by!r}.")
+        self.classifier = classifier
+        self.images, self.labels = images, labels
+        self.attack, self.batch_size, self.seed = attack, batch_size, seed
+        self.model_dir = Path(model_dir)
+        self.key = "val_adv_acc" if select_by == "robust" else "val_acc"
+        self.record = read_metrics(model_dir)
+        self.record.update(info or {}, select_by=self.key)
+        self.pending: dict = {}
+
+    # -- measuring and committing --------------------------------------------------------------
+    def measure(self, epoch: int) -> dict:
+        """Validation accuracies of the classifier as it is now, recorded as ``epoch``."""
+        result = validation_accuracy(self.classifier, self.images, self.labels, self.attack,
+                                     batch_size=self.batch_size, seed=self.seed)
+        values = {"val_acc": result["acc"], "val_adv_acc": result["adv_acc"]}
+        self.pending[epoch] = values
+        logging.info("epoch %d: validation accuracy %.4f, PGD-%d accuracy %.4f (%d images)",
+                     epoch, values["val_acc"], self.attack.steps, values["val_adv_acc"],
+                     result["count"])
+        return values
+
+    def commit(self, epoch: int) -> None:
+        """Writes ``last.keras``, ``best.keras`` (if ``epoch`` is the best) and ``metrics.json``."""
+        if epoch not in self.pending:
+            self.measure(epoch)
+        values = self.pending.pop(epoch)
+        epochs = [e for e in self.record["epochs"] if e["epoch"] < epoch]
+        epochs.append({"epoch": epoch, **values})
+        best = self.record.get("best")
+        if best is not None and best["epoch"] >= epoch:  # recorded by a run that was rolled back
+            best = max(epochs[:-1], key=lambda e: e[self.key], default=None)
+        save_keras_atomic(self.classifier, self.model_dir / "last.keras")
+        if best is None or values[self.key] > best[self.key]:
+            save_keras_atomic(self.classifier, self.model_dir / "best.keras")
+            best = epochs[-1]
+            logging.info("epoch %d: new best %s %.4f -> best.keras", epoch, self.key,
+                         values[self.key])
+        self.record.update(epochs=epochs, best=best, best_epoch=best["epoch"])
+        _write_json(self.model_dir / METRICS_FILE, self.record)
+
+    def catch_up(self, finished_epochs: int) -> None:
+        """Commits epoch ``finished_epochs`` if a crash left it uncommitted (weights restored)."""
+        committed = [e["epoch"] for e in self.record["epochs"]]
+        if finished_epochs > 0 and finished_epochs not in committed:
+            logging.info("epoch %d finished without model selection: measuring it now",
+                         finished_epochs)
+            self.commit(finished_epochs)
+
+    def update(self, **fields) -> None:
+        """Adds top-level fields (e.g. the test accuracies) to ``metrics.json``."""
+        self.record.update(fields)
+        _write_json(self.model_dir / METRICS_FILE, self.record)
+
+    def callbacks(self):
+        """(measure, commit) callbacks: pass the first in ``fit_epochs(metric_callbacks=...)``
+        (before the checkpoint), the second in ``fit_epochs(callbacks=...)`` (after it)."""
+        return _Measure(self), _Commit(self)
+
+
+class _Measure(keras.callbacks.Callback):
+    def __init__(self, selection: ModelSelection):
+        super().__init__()
+        self.selection = selection
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = self.selection.measure(epoch + 1)
+        if logs is not None:
+            logs.update(values)
+
+
+class _Commit(keras.callbacks.Callback):
+    def __init__(self, selection: ModelSelection):
+        super().__init__()
+        self.selection = selection
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.selection.catch_up(epoch)  # weights are those of the finished epoch `epoch`
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.selection.commit(epoch + 1)
