@@ -14,6 +14,8 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
+from acl_tf import distribute
+
 RANDOM_STARTS = ("uniform", "normal", "none")
 
 
@@ -42,18 +44,46 @@ class PGDConfig:
                              f"{RANDOM_STARTS}.")
 
 
+def random_noise(shape, config: PGDConfig, seed=None, dtype=tf.float32):
+    """The random-start perturbation of ``config`` (``uniform`` or ``normal``) of ``shape``."""
+    if config.random_start == "uniform":
+        return (tf.random.stateless_uniform(shape, seed, -config.epsilon, config.epsilon, dtype)
+                if seed is not None else
+                tf.random.uniform(shape, -config.epsilon, config.epsilon, dtype))
+    return config.normal_std * (tf.random.stateless_normal(shape, seed, dtype=dtype)
+                                if seed is not None else tf.random.normal(shape, dtype=dtype))
+
+
 def random_init(x, config: PGDConfig, seed=None):
     """The attack's starting point (already projected onto the ball and [0, 1])."""
-    shape, dtype = tf.shape(x), x.dtype
     if config.random_start == "none":
         return x
-    if config.random_start == "uniform":
-        noise = (tf.random.stateless_uniform(shape, seed, -config.epsilon, config.epsilon, dtype)
-                 if seed is not None else
-                 tf.random.uniform(shape, -config.epsilon, config.epsilon, dtype))
-    else:
-        noise = config.normal_std * (tf.random.stateless_normal(shape, seed, dtype=dtype)
-                                     if seed is not None else tf.random.normal(shape, dtype=dtype))
+    return project(x + random_noise(tf.shape(x), config, seed, x.dtype), x, config.epsilon)
+
+
+def replica_random_init(x, config: PGDConfig, seed, groups: int = 1):
+    """:func:`random_init` of this replica's shard, independent of the number of replicas.
+
+    ``x`` stacks ``groups`` blocks of ``b`` examples along axis 0 (e.g. the two views
+    ``[v1; v2]``: ``groups=2``); under ``tf.distribute`` replica ``r`` of ``R`` holds rows
+    ``r*b .. r*b + b - 1`` of each block of the global batch. The noise is drawn for the whole
+    global batch ``[groups, R*b, ...]`` from the same stateless ``seed`` on every replica and this
+    replica's rows are kept, so every example starts from the same point on one device or on
+    ``R`` replicas. With one replica it equals ``random_init(x, config, seed)``.
+    """
+    if config.random_start == "none":
+        return x
+    if seed is None:
+        raise ValueError("replica_random_init needs a stateless seed (the same on every replica).")
+    replicas = distribute.num_replicas()
+    if replicas == 1:
+        return random_init(x, config, seed)
+    shape = tf.shape(x)
+    local = shape[0] // groups
+    global_shape = tf.concat([[groups, local * replicas], shape[1:]], axis=0)
+    noise = random_noise(global_shape, config, seed, x.dtype)
+    start = distribute.replica_id() * local
+    noise = tf.reshape(noise[:, start:start + local], shape)
     return project(x + noise, x, config.epsilon)
 
 
@@ -64,7 +94,8 @@ def project(x_adv, x, epsilon, clip_min=0.0, clip_max=1.0):
 
 
 def pgd_linf(loss_fn: Callable[[tf.Tensor], tf.Tensor], x, config: PGDConfig = PGDConfig(),
-             seed: Optional[tf.Tensor] = None):
+             seed: Optional[tf.Tensor] = None, x_start=None, unroll: bool = False,
+             loss_scale=None):
     """Runs L-inf PGD and returns the adversarial input (gradient stopped).
 
     Each step: ``x_adv <- project(x_adv + step_size * sign(grad_x loss_fn(x_adv)))``.
@@ -75,20 +106,40 @@ def pgd_linf(loss_fn: Callable[[tf.Tensor], tf.Tensor], x, config: PGDConfig = P
             attacked at once).
         config: :class:`PGDConfig`.
         seed: optional stateless seed (int tensor [2]) for the random start, for reproducibility.
+        x_start: optional starting point replacing the random start (e.g.
+            :func:`replica_random_init`); it is projected onto the ball and [0, 1].
+        unroll: run the steps as a Python loop instead of a ``tf.while_loop``; needed when
+            ``loss_fn`` holds cross-replica collectives (all-gathered negatives under
+            MirroredStrategy), which cannot sit inside a while-loop body.
+        loss_scale: optional positive factor (float or scalar tensor) on the loss before it is
+            differentiated, for float16 models whose input gradient would underflow to 0; the
+            sign step does not depend on it. Gradient entries it makes non-finite count as 0
+            (that pixel keeps its value this step) instead of turning the input into NaN.
     """
     x = tf.stop_gradient(tf.convert_to_tensor(x))
-    x_adv = random_init(x, config, seed)
+    if x_start is None:
+        x_adv = random_init(x, config, seed)
+    else:
+        x_adv = project(tf.convert_to_tensor(x_start, x.dtype), x, config.epsilon)
 
     def step(i, x_adv):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x_adv)
             loss = loss_fn(x_adv)
+            if loss_scale is not None:
+                loss = loss * tf.cast(loss_scale, loss.dtype)
         grad = tape.gradient(loss, x_adv)
         if grad is None:
             raise ValueError("loss_fn does not depend on its input: PGD has no gradient.")
+        if loss_scale is not None:
+            grad = tf.where(tf.math.is_finite(grad), grad, tf.zeros_like(grad))
         x_next = project(x_adv + config.step_size * tf.sign(grad), x, config.epsilon)
         return i + 1, tf.stop_gradient(x_next)
 
+    if unroll:
+        for i in range(config.steps):
+            _, x_adv = step(i, x_adv)
+        return tf.stop_gradient(x_adv)
     _, x_adv = tf.while_loop(lambda i, _: i < config.steps, step, (tf.constant(0), x_adv),
                              maximum_iterations=config.steps)
     return tf.stop_gradient(x_adv)

@@ -3,10 +3,17 @@
     python -m acl_tf.pretrain --variant=ds --config=smoke --model_dir=runs/smoke_ds
     python -m acl_tf.pretrain --config=cifar10_resnet18 --model_dir=runs/ds --set=epochs=200
     python -m acl_tf.pretrain --model_dir=runs/ds --resume      # continue after a crash
+    python -m acl_tf.pretrain --config=cifar10_resnet18 --model_dir=runs/ds \
+        --strategy=mirrored --sync_bn                              # all GPUs of this machine
 
 ``--config`` names a file in ``configs/pretrain/`` (or is a path to a YAML/JSON file); every field
 can be overridden with ``--set=field.subfield=value`` (repeatable). On ``--resume`` the run's own
 ``config.json`` is the starting point.
+
+``--strategy`` picks the ``tf.distribute`` strategy (``default``, ``mirrored``, ``multi_worker``
+with the cluster in ``TF_CONFIG``, or ``tpu`` with ``--tpu=ADDRESS``); ``batch_size`` stays the
+global batch. ``--sync_bn`` (= ``--set=model.sync_bn=true``) synchronises BN statistics across
+replicas. See docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -22,14 +29,24 @@ flags.DEFINE_string("config", "cifar10_resnet18", "Config name under configs/pre
 flags.DEFINE_string("model_dir", None, "Run directory (config, checkpoints, logs, encoder).")
 flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --model_dir.")
 flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy: one device, the GPUs of this machine, several "
+                  "machines (TF_CONFIG) or a TPU.")
+flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a "
+                    "TPU VM; empty: auto-detect).")
+flags.DEFINE_bool("sync_bn", None, "Synchronise BN batch statistics across replicas "
+                  "(overrides model.sync_bn; default: the config's).")
 flags.mark_flag_as_required("model_dir")
 
 
-def resolve_config(config_name, overrides, variant, model_dir, resume):
-    """The run's config: named config (or the saved one on resume) + overrides + variant."""
+def resolve_config(config_name, overrides, variant, model_dir, resume, sync_bn=None):
+    """The run's config: named config (or the saved one on resume) + overrides + variant
+    (+ ``model.sync_bn`` when ``sync_bn`` is not None)."""
     from acl_tf.config import PretrainConfig, load_config
 
     overrides = list(overrides) + ([f"variant={variant}"] if variant else [])
+    if sync_bn is not None:
+        overrides.append(f"model.sync_bn={str(bool(sync_bn)).lower()}")
     saved = Path(model_dir) / "config.json"
     if resume and saved.exists():
         return load_config(PretrainConfig, "pretrain", str(saved), overrides)
@@ -40,14 +57,17 @@ def main(argv):
     del argv
     from acl_tf.config import ConfigError
     from acl_tf.data import DataError
+    from acl_tf.distribute import StrategyError, make_strategy
     from acl_tf.training.loop import NonFiniteLossError, RunDirError
     from acl_tf.training.pretrain import run_pretraining
 
     try:
+        # First: multi-worker and TPU strategies must exist before TensorFlow runs any op.
+        strategy = make_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu)
         config = resolve_config(FLAGS.config, FLAGS.set, FLAGS.variant, FLAGS.model_dir,
-                                FLAGS.resume)
-        run_pretraining(config, FLAGS.model_dir, resume=FLAGS.resume)
-    except (ConfigError, DataError, RunDirError, NonFiniteLossError) as err:
+                                FLAGS.resume, sync_bn=FLAGS.sync_bn)
+        run_pretraining(config, FLAGS.model_dir, resume=FLAGS.resume, strategy=strategy)
+    except (ConfigError, DataError, RunDirError, NonFiniteLossError, StrategyError) as err:
         logging.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -15,6 +15,12 @@ The perturbations d are L-inf PGD on the NT-Xent loss of the pair, run with BN i
 (moving statistics) on the branch the adversarial views train with; the attack differentiates
 with respect to the input only. With ``ds_average=True`` the DS sum is halved, as the official code
 does (the paper's loss, and the default, is the plain sum).
+
+Under ``tf.distribute`` each replica contrasts its pairs against the views of *all* replicas
+(all-gathered projections, :func:`acl_tf.losses.nt_xent_cross_replica`), in the training loss
+and in the attack's loss, and every example's random start is drawn from the global batch's noise
+(:func:`acl_tf.attacks.replica_random_init`); with synchronised BN (``model.sync_bn``) a step on
+R replicas then equals the single-device step on the same global batch up to float rounding.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from acl_tf.attacks import PGDConfig, pgd_linf
-from acl_tf.losses import nt_xent
+from acl_tf import distribute
+from acl_tf.attacks import PGDConfig, pgd_linf, replica_random_init
+from acl_tf.losses import nt_xent_cross_replica
 
 VARIANTS = ("s2s", "a2a", "a2s", "ds")
 DUAL_BN_VARIANTS = ("a2s", "ds")
@@ -54,7 +61,8 @@ class ACLPretrainer(keras.Model):
         ds_alpha: weight of the adversarial stream in DS.
         ds_average: halve the DS sum (the official code) instead of the paper's plain sum.
         seed: seed of the attack's random start (combined with the step counter, so a resumed
-            run draws the same starts).
+            run draws the same starts; every replica draws the global batch's noise and keeps
+            its own rows, so the starts do not depend on the number of replicas).
 
     ``fit`` takes batches ``((view1, view2), labels)`` (labels are ignored) of float32 images in
     [0, 1]. Logged metrics: ``loss`` (total), ``clean_loss``/``clean_acc`` and
@@ -93,13 +101,28 @@ class ACLPretrainer(keras.Model):
         """NT-Xent (and accuracy) of a stacked pair [2B, ...] through one BN branch."""
         z = self(views, training=training, branch=branch)
         z_a, z_b = tf.split(z, 2, axis=0)
-        return nt_xent(z_a, z_b, self.temperature, return_accuracy=True)
+        return nt_xent_cross_replica(z_a, z_b, self.temperature, return_accuracy=True)
 
     def _attack_seed(self):
+        """The step's stateless seed, the same on every replica."""
         step = tf.cast(self.optimizer.iterations, tf.int64)
-        replica = tf.distribute.get_replica_context()
-        replica_id = tf.cast(replica.replica_id_in_sync_group if replica else 0, tf.int64)
-        return tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003 + replica_id, step])
+        return tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003, step])
+
+    def _pgd(self, loss_fn, x, groups, seed):
+        """PGD from the replica-independent random start; unrolled when the loss all-gathers."""
+        start = replica_random_init(x, self.attack, seed, groups=groups)
+        return pgd_linf(loss_fn, x, self.attack, x_start=start,
+                        unroll=distribute.num_replicas() > 1,
+                        loss_scale=self._attack_loss_scale())
+
+    def _attack_loss_scale(self):
+        """With float16 compute (``mixed_float16``) the optimiser's dynamic loss scale, so that
+        the attack's input gradient does not underflow (its sign does not depend on the scale);
+        None otherwise. The perturbation, its projection and NT-Xent stay float32 in any policy.
+        """
+        if self.compute_dtype == "float16" and hasattr(self.optimizer, "dynamic_scale"):
+            return tf.stop_gradient(self.optimizer.dynamic_scale)
+        return None
 
     def adversarial_views(self, view1, view2):
         """PGD views of the variant (inference-mode BN, no weight gradients).
@@ -112,15 +135,16 @@ class ACLPretrainer(keras.Model):
             z_clean = tf.stop_gradient(self(view2, training=False, branch="normal"))
 
             def loss_fn(x_adv):
-                return nt_xent(self(x_adv, training=False, branch="adv"), z_clean, self.temperature)
+                return nt_xent_cross_replica(self(x_adv, training=False, branch="adv"), z_clean,
+                                             self.temperature)
 
-            return pgd_linf(loss_fn, view1, self.attack, seed=seed)
+            return self._pgd(loss_fn, view1, 1, seed)
 
         def pair_loss_fn(x_adv):
             z_a, z_b = tf.split(self(x_adv, training=False, branch="adv"), 2, axis=0)
-            return nt_xent(z_a, z_b, self.temperature)
+            return nt_xent_cross_replica(z_a, z_b, self.temperature)
 
-        return pgd_linf(pair_loss_fn, tf.concat([view1, view2], axis=0), self.attack, seed=seed)
+        return self._pgd(pair_loss_fn, tf.concat([view1, view2], axis=0), 2, seed)
 
     def compute_losses(self, view1, view2):
         """Total loss and per-stream (loss, accuracy) of one training step (training-mode BN)."""
@@ -133,7 +157,8 @@ class ACLPretrainer(keras.Model):
             x_adv = self.adversarial_views(view1, view2)
             z_adv = self(x_adv, training=True, branch="adv")
             z_clean = self(view2, training=True, branch="normal")
-            results["adv"] = nt_xent(z_adv, z_clean, self.temperature, return_accuracy=True)
+            results["adv"] = nt_xent_cross_replica(z_adv, z_clean, self.temperature,
+                                                   return_accuracy=True)
         if self.variant == "ds":
             total = results["clean"][0] + self.ds_alpha * results["adv"][0]
             if self.ds_average:
@@ -146,16 +171,48 @@ class ACLPretrainer(keras.Model):
     def train_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         view1, view2 = x
-        # The attack must not see the tape: it runs before it, in inference mode.
-        with tf.GradientTape() as tape:
-            total, results = self.compute_losses(view1, view2)
-            # Keras sums gradients over replicas: scale the per-replica mean loss.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(total / replicas)
         variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
+        if self.variant == "ds":
+            total, results, grads = self._ds_gradients(view1, view2, variables)
+        else:
+            # The attack records nothing the gradient needs: its output is gradient-stopped.
+            with tf.GradientTape() as tape:
+                total, results = self.compute_losses(view1, view2)
+                # Keras sums gradients over replicas: scale the per-replica mean loss (with the
+                # all-gathered negatives the mean over replicas is the global batch's loss).
+                scaled = self.optimizer.scale_loss(total / distribute.num_replicas())
+            grads = tape.gradient(scaled, variables)
         self.optimizer.apply(grads, variables)
         return self._update_metrics(total, results)
+
+    def _ds_gradients(self, view1, view2, variables):
+        """DS loss and its gradient, one stream at a time.
+
+        The gradient of ``w * (clean + alpha * adv)`` (``w`` = 1/2 with ``ds_average``) is the sum
+        of the streams' gradients, so the clean stream's forward and backward pass run first and
+        free their activations before the attack and the adversarial stream run: the step then
+        holds the activations of one training pass (128 views at batch 64), not two.
+        """
+        scale = 0.5 if self.ds_average else 1.0
+        replicas = distribute.num_replicas()
+        with tf.GradientTape() as tape:
+            clean = self._pair_loss(tf.concat([view1, view2], 0), True, "normal")
+            scaled = self.optimizer.scale_loss(scale * clean[0] / replicas)
+        clean_grads = tape.gradient(scaled, variables)
+        # Start the attack only once the clean stream's backward pass is done.
+        with tf.control_dependencies([g for g in clean_grads if g is not None]):
+            x_adv = tf.identity(self.adversarial_views(tf.identity(view1),
+                                                       tf.identity(view2)))
+        with tf.GradientTape() as tape:
+            adv = self._pair_loss(x_adv, True, "adv")
+            scaled = self.optimizer.scale_loss(scale * self.ds_alpha * adv[0] / replicas)
+        adv_grads = tape.gradient(scaled, variables)
+        grads = [a if b is None else b if a is None else a + b
+                 for a, b in zip(clean_grads, adv_grads)]
+        total = clean[0] + self.ds_alpha * adv[0]
+        if self.ds_average:
+            total = total / 2.0
+        return total, {"clean": clean, "adv": adv}, grads
 
     def _update_metrics(self, total, results):
         self.trackers["loss"].update_state(total)
