@@ -1,0 +1,1 @@
+"""The pipeline's custom components, one per module (see docs/pipeline.md)."""
