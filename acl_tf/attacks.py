@@ -113,8 +113,9 @@ def pgd_linf(loss_fn: Callable[[tf.Tensor], tf.Tensor], x, config: PGDConfig = P
             MirroredStrategy), which cannot sit inside a while-loop body.
         loss_scale: optional positive factor (float or scalar tensor) on the loss before it is
             differentiated, for float16 models whose input gradient would underflow to 0; the
-            sign step does not depend on it. Gradient entries it makes non-finite count as 0
-            (that pixel keeps its value this step) instead of turning the input into NaN.
+            sign step does not depend on it. If it overflows, infinite gradient entries still
+            give their sign and NaN entries count as 0 (that pixel keeps its value this step)
+            instead of turning the input into NaN.
     """
     x = tf.stop_gradient(tf.convert_to_tensor(x))
     if x_start is None:
@@ -132,7 +133,7 @@ def pgd_linf(loss_fn: Callable[[tf.Tensor], tf.Tensor], x, config: PGDConfig = P
         if grad is None:
             raise ValueError("loss_fn does not depend on its input: PGD has no gradient.")
         if loss_scale is not None:
-            grad = tf.where(tf.math.is_finite(grad), grad, tf.zeros_like(grad))
+            grad = tf.where(tf.math.is_nan(grad), tf.zeros_like(grad), grad)
         x_next = project(x_adv + config.step_size * tf.sign(grad), x, config.epsilon)
         return i + 1, tf.stop_gradient(x_next)
 

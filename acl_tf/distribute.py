@@ -122,10 +122,16 @@ def is_chief(strategy: Optional[tf.distribute.Strategy] = None) -> bool:
     task_type, task_id = task_type_and_id(strategy)
     if task_type is None:
         return True
-    if task_type == "chief":
-        return True
     has_chief = "chief" in strategy.cluster_resolver.cluster_spec().as_dict()
-    return task_type == "worker" and task_id == 0 and not has_chief
+    return is_chief_task(task_type, task_id, has_chief)
+
+
+def is_chief_task(task_type: Optional[str], task_id: Optional[int], has_chief_task: bool) -> bool:
+    """The chief rule of ``TF_CONFIG`` clusters: the ``chief`` task if the cluster has one, else
+    worker 0 (a process outside any cluster, ``task_type=None``, is its own chief)."""
+    if task_type is None or task_type == "chief":
+        return True
+    return task_type == "worker" and task_id == 0 and not has_chief_task
 
 
 @contextlib.contextmanager
@@ -182,3 +188,43 @@ def all_gather(value, axis: int = 0):
     if context.num_replicas_in_sync == 1:
         return value
     return context.all_gather(value, axis=axis)
+
+
+# -- Keras 3 fit under MultiWorkerMirroredStrategy ----------------------------------------------
+def in_multi_worker_mode(strategy: Optional[tf.distribute.Strategy] = None) -> bool:
+    """Whether ``strategy`` is a MultiWorkerMirroredStrategy spanning more than one worker
+    (the condition Keras' trainer uses for its multi-worker code paths)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())  # noqa: SLF001 (as Keras does)
+
+
+def step_outputs(logs: dict) -> dict:
+    """The metrics a custom ``train_step`` returns, shaped for Keras 3 ``fit`` in a multi-worker
+    job: there Keras reduces every output with ``strategy.reduce(MEAN, value, axis=0)``, which
+    fails on scalars (keras-team/keras#20585), so each value gets a leading axis of length 1 and
+    the reduction averages the replicas' values back to a scalar. Unchanged otherwise."""
+    if not in_multi_worker_mode():
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+
+class MultiWorkerFitMixin:
+    """Makes Keras 3 ``fit`` of a model with a custom ``train_step`` work in a multi-worker job.
+
+    Keras 3 (up to at least 3.12) ``fit`` under MultiWorkerMirroredStrategy fails before the
+    first step (keras-team/keras#20585): its "symbolic build" averages a batch across workers
+    with ``strategy.reduce``, which that strategy cannot do for a batch. The build is only needed
+    for models that are not built yet and for compiled losses/metrics: a model that is built
+    before ``fit`` and keeps its own metrics skips it in a multi-worker job, exactly as Keras
+    does on a single device. The train step must also return its logs through
+    :func:`step_outputs`. Put the mixin first among the base classes.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if in_multi_worker_mode(self.distribute_strategy):
+            if not self.built:
+                raise RuntimeError(f"{type(self).__name__} must be built (called once) before "
+                                   "fit under MultiWorkerMirroredStrategy.")
+            return None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)

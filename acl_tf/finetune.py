@@ -10,6 +10,12 @@ can be overridden with ``--set=field.subfield=value`` (repeatable). ``--pretrain
 ``--model_dir`` of a pre-training run (its ``encoder.keras`` is loaded; the projection head is
 dropped); without it the encoder is randomly initialised. The encoder's architecture and width
 come from the saved encoder. On ``--resume`` the run's own ``config.json`` is the starting point.
+
+``--strategy`` picks the ``tf.distribute`` strategy (``default``, ``mirrored``, ``multi_worker``
+with the cluster in ``TF_CONFIG``, or ``tpu`` with ``--tpu=ADDRESS``); ``batch_size`` stays the
+global batch (with ``--set=drop_remainder=true`` on several replicas). ``--sync_bn``
+(= ``--set=model.sync_bn=true``) synchronises BN statistics across replicas. See
+docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -31,14 +37,23 @@ flags.DEFINE_string("model_dir", None, "Run directory (config, checkpoints, logs
                     "last.keras, metrics.json, saved_model/).")
 flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --model_dir.")
 flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy: one device, the GPUs of this machine, several "
+                  "machines (TF_CONFIG) or a TPU.")
+flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a "
+                    "TPU VM; empty: auto-detect).")
+flags.DEFINE_bool("sync_bn", None, "Synchronise BN batch statistics across replicas "
+                  "(overrides model.sync_bn; default: the config's).")
 flags.mark_flag_as_required("model_dir")
 
 MODEL_FIELDS = ("arch", "width", "bn")
 
 
-def resolve_config(config_name, overrides, mode, bn, pretrained, model_dir, resume):
+def resolve_config(config_name, overrides, mode, bn, pretrained, model_dir, resume,
+                   sync_bn=None):
     """The run's config: named config (or the saved one on resume) + overrides + flags, with the
-    model section taken from the pre-trained encoder (explicit model.* overrides must agree)."""
+    model section taken from the pre-trained encoder (explicit model.* overrides must agree);
+    ``sync_bn`` (when not None) sets ``model.sync_bn``."""
     import dataclasses
 
     from acl_tf.config import FinetuneConfig, load_config
@@ -49,6 +64,7 @@ def resolve_config(config_name, overrides, mode, bn, pretrained, model_dir, resu
     strict = [f for f in MODEL_FIELDS if f"model.{f}" in explicit]
     overrides += [f"mode={mode}"] if mode else []
     overrides += [f"bn={bn}"] if bn else []
+    overrides += [f"model.sync_bn={str(bool(sync_bn)).lower()}"] if sync_bn is not None else []
     saved = Path(model_dir) / "config.json"
     source = str(saved) if resume and saved.exists() else config_name
     config = load_config(FinetuneConfig, "finetune", source, overrides)
@@ -61,15 +77,20 @@ def main(argv):
     del argv
     from acl_tf.config import ConfigError
     from acl_tf.data import DataError
+    from acl_tf.distribute import StrategyError, is_chief, make_strategy
     from acl_tf.export import ExportError
     from acl_tf.training.finetune import run_finetuning
     from acl_tf.training.loop import NonFiniteLossError, RunDirError
 
     try:
+        # First: multi-worker and TPU strategies must exist before TensorFlow runs any op.
+        strategy = make_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu)
         config = resolve_config(FLAGS.config, FLAGS.set, FLAGS.mode, FLAGS.bn, FLAGS.pretrained,
-                                FLAGS.model_dir, FLAGS.resume)
-        _, metrics = run_finetuning(config, FLAGS.model_dir, resume=FLAGS.resume)
-    except (ConfigError, DataError, ExportError, RunDirError, NonFiniteLossError) as err:
+                                FLAGS.model_dir, FLAGS.resume, sync_bn=FLAGS.sync_bn)
+        _, metrics = run_finetuning(config, FLAGS.model_dir, resume=FLAGS.resume,
+                                    strategy=strategy)
+    except (ConfigError, DataError, ExportError, RunDirError, NonFiniteLossError,
+            StrategyError) as err:
         logging.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -79,8 +100,9 @@ def main(argv):
     if "test" in metrics:
         summary += (f"; test accuracy {metrics['test']['acc']:.4f}, robust "
                     f"{metrics['test']['adv_acc']:.4f}")
-    logging.info("done: %s (%s)", summary, Path(FLAGS.model_dir) / "best.keras")
-    print(summary)
+    if is_chief(strategy):
+        logging.info("done: %s (%s)", summary, Path(FLAGS.model_dir) / "best.keras")
+        print(summary)
 
 
 if __name__ == "__main__":

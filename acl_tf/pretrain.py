@@ -57,7 +57,7 @@ def main(argv):
     del argv
     from acl_tf.config import ConfigError
     from acl_tf.data import DataError
-    from acl_tf.distribute import StrategyError, make_strategy
+    from acl_tf.distribute import StrategyError, is_chief, make_strategy
     from acl_tf.training.loop import NonFiniteLossError, RunDirError
     from acl_tf.training.pretrain import run_pretraining
 
@@ -71,7 +71,8 @@ def main(argv):
         logging.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    logging.info("done: encoder written to %s", Path(FLAGS.model_dir) / "encoder.keras")
+    if is_chief(strategy):
+        logging.info("done: encoder written to %s", Path(FLAGS.model_dir) / "encoder.keras")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ after every epoch; finally measure ``best.keras`` on the test split and export i
 The run directory receives, besides what ``fit_epochs`` writes (``config.json``,
 ``checkpoints/``, ``logs/``, ``history.json``, ``training_curves.png``): ``best.keras``,
 ``last.keras``, ``metrics.json`` and ``saved_model/<version>/``.
+
+Under a ``tf.distribute`` strategy (``strategy=``, see :func:`acl_tf.distribute.make_strategy`)
+the model is built in its scope and ``batch_size`` is the global batch, split evenly over the
+replicas (``drop_remainder`` must then be true); in a multi-worker job only the chief writes the
+run directory (the other workers write the same files into a temporary one).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ import numpy as np
 from absl import logging
 
 from acl_tf import data as data_lib
+from acl_tf import distribute
 from acl_tf.augment import make_finetune_dataset
 from acl_tf.config import ConfigError, FinetuneConfig
-from acl_tf.models import Classifier, build_encoder
+from acl_tf.models import Classifier, build_encoder, set_synchronized_bn
 from acl_tf.training.finetuner import Finetuner
 from acl_tf.training.loop import fit_epochs, prepare_run_dir
 from acl_tf.training.optimizers import SGDL2, piecewise_epochs
@@ -121,6 +127,8 @@ def build_finetuner(config: FinetuneConfig) -> Finetuner:
         logging.info("the encoder has a single BN: bn=%s selects the same statistics", config.bn)
     classifier = Classifier(encoder, config.data.num_classes, branch=config.bn,
                             freeze_encoder=config.freeze_encoder, name="classifier")
+    if config.model.sync_bn:  # cross-replica batch statistics (a saved encoder has none)
+        set_synchronized_bn(classifier)
     attack = config.attack if config.mode == "aff" else config.alf_attack
     model = Finetuner(classifier, mode=config.mode, attack=attack, beta=config.trades_beta,
                       seed=config.seed)
@@ -158,7 +166,7 @@ def _export(classifier, model_dir: Path) -> Optional[str]:
 # -- the run ------------------------------------------------------------------------------------
 def run_finetuning(config: FinetuneConfig, model_dir, pretrained: Optional[str] = None,
                    resume: bool = False, callbacks: Sequence[keras.callbacks.Callback] = (),
-                   verbose="auto"):
+                   verbose="auto", strategy=None):
     """Fine-tunes, validates and selects every epoch, tests and exports ``best.keras``.
 
     Args:
@@ -168,14 +176,22 @@ def run_finetuning(config: FinetuneConfig, model_dir, pretrained: Optional[str] 
             ``config.pretrained`` (None keeps it; no pre-trained encoder at all = RI).
         resume: continue from the last checkpoint in ``model_dir``.
         callbacks: extra Keras callbacks (run after each epoch's checkpoint).
+        strategy: a ``tf.distribute.Strategy`` or its name; None is the default strategy.
 
     Returns:
         ``(finetuner, metrics)``: the trained model (last epoch) and the ``metrics.json`` record.
     """
+    if strategy is None or isinstance(strategy, str):
+        strategy = distribute.make_strategy(strategy or "default")
     if pretrained is not None:
         config = dataclasses.replace(config, pretrained=str(pretrained))
     config = align_model_config(config)
-    model_dir = prepare_run_dir(model_dir, config, resume)
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1 and (config.batch_size % replicas or not config.drop_remainder):
+        raise ConfigError(f"On {replicas} replicas batch_size ({config.batch_size}) must be a "
+                          "multiple of the replicas and drop_remainder true (every replica "
+                          "gets an equal share of each batch).")
+    model_dir = prepare_run_dir(model_dir, config, resume, write=distribute.is_chief(strategy))
     keras.utils.set_random_seed(config.seed)
 
     full = load_split(config, config.data.train_split, config.data.limit)
@@ -191,10 +207,20 @@ def run_finetuning(config: FinetuneConfig, model_dir, pretrained: Optional[str] 
     logging.info("fine-tuning (%s, %s BN) on %d images (%d steps/epoch), validating on %d",
                  config.mode.upper(), config.bn, len(train), count, len(val))
 
-    model = build_finetuner(config)
-    model.compile(optimizer=build_optimizer(config, count))
+    with strategy.scope():
+        model = build_finetuner(config)
+        model.compile(optimizer=build_optimizer(config, count))
+    with distribute.task_write_dir(model_dir, strategy) as write_dir:
+        return _train_select_test(config, model, train, val, count, model_dir, write_dir, resume,
+                                  callbacks, verbose)
+
+
+def _train_select_test(config, model, train, val, count, model_dir, write_dir, resume,
+                       callbacks, verbose):
+    """The rest of :func:`run_finetuning`, writing into ``write_dir`` (``model_dir`` on the
+    chief of a multi-worker job, a temporary directory on the other workers)."""
     selection = ModelSelection(
-        model.classifier, val.images, val.labels, config.eval_attack, model_dir,
+        model.classifier, val.images, val.labels, config.eval_attack, write_dir,
         select_by=config.select_by, batch_size=config.eval_batch_size, seed=config.seed,
         info={"mode": config.mode, "bn": config.bn, "pretrained": config.pretrained,
               "eval_attack_steps": config.eval_attack.steps, "val_size": len(val)})
@@ -205,14 +231,15 @@ def run_finetuning(config: FinetuneConfig, model_dir, pretrained: Optional[str] 
                                      seed=config.seed, epoch=epoch, augment=config.augment,
                                      drop_remainder=config.drop_remainder)
 
-    fit_epochs(model, make_dataset, model_dir=model_dir, epochs=config.epochs,
+    fit_epochs(model, make_dataset, model_dir=write_dir, resume_dir=model_dir,
+               epochs=config.epochs,
                steps_per_epoch=count, images_per_step=config.batch_size,
                log_every=config.log_every_steps, keep_checkpoints=config.keep_checkpoints,
                resume=resume, callbacks=[commit, *callbacks], metric_callbacks=[measure],
                verbose=verbose)
     selection.catch_up(config.epochs)  # a crash after the last checkpoint
 
-    best = keras.saving.load_model(model_dir / "best.keras", compile=False)
+    best = keras.saving.load_model(write_dir / "best.keras", compile=False)
     record = selection.record
     if config.evaluate_test and "test" not in record:
         test = load_split(config, config.data.test_split)
@@ -223,6 +250,6 @@ def run_finetuning(config: FinetuneConfig, model_dir, pretrained: Optional[str] 
                      config.eval_attack.steps, result["adv_acc"])
         selection.update(test={**result, "epoch": record["best_epoch"]})
     if not record.get("finished"):
-        exported = _export(best, model_dir) if config.export else None
+        exported = _export(best, write_dir) if config.export else None
         selection.update(finished=True, saved_model=exported)
     return model, selection.record

@@ -29,7 +29,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from acl_tf.attacks import PGDConfig, model_loss_fn, pgd_linf
+from acl_tf import distribute
+from acl_tf.attacks import PGDConfig, model_loss_fn, pgd_linf, replica_random_init
 from acl_tf.losses import cross_entropy, trades_kl, trades_loss
 
 MODES = ("aff", "alf", "slf")
@@ -52,7 +53,7 @@ def _as_pgd(config, default: PGDConfig) -> PGDConfig:
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")
-class Finetuner(keras.Model):
+class Finetuner(distribute.MultiWorkerFitMixin, keras.Model):
     """Trains a :class:`~acl_tf.models.Classifier` with AFF, ALF or SLF.
 
     Args:
@@ -62,7 +63,9 @@ class Finetuner(keras.Model):
             (10 steps, normal start), the PGD of ALF (10 steps, uniform start); unused by SLF.
         beta: TRADES weight of the KL term (AFF).
         seed: seed of the attack's random start (combined with the step counter, so a resumed
-            run draws the same starts).
+            run draws the same starts; under ``tf.distribute`` every replica draws the global
+            batch's noise and keeps its rows, so the starts do not depend on the number of
+            replicas).
 
     ``fit`` takes batches ``(images, labels)`` of float32 images in [0, 1] and int labels.
     Logged metrics: ``loss``, ``acc`` (clean accuracy of the batch; training-mode BN in AFF) and,
@@ -100,10 +103,9 @@ class Finetuner(keras.Model):
 
     # -- attacks -------------------------------------------------------------------------------
     def _attack_seed(self):
+        """The step's stateless seed, the same on every replica."""
         step = tf.cast(self.optimizer.iterations, tf.int64)
-        replica = tf.distribute.get_replica_context()
-        replica_id = tf.cast(replica.replica_id_in_sync_group if replica else 0, tf.int64)
-        return tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003 + replica_id, step])
+        return tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003, step])
 
     def adversarial_examples(self, images, labels, seed=None):
         """x' of the training attack (inference-mode BN on the classifier's branch).
@@ -124,7 +126,10 @@ class Finetuner(keras.Model):
             loss_fn = model_loss_fn(self.classifier,
                                     lambda logits: cross_entropy(labels, logits, "sum"),
                                     branch=self.branch)
-        return pgd_linf(loss_fn, images, self.attack, seed=seed)
+        if seed is None:
+            return pgd_linf(loss_fn, images, self.attack)
+        return pgd_linf(loss_fn, images, self.attack,
+                        x_start=replica_random_init(images, self.attack, seed))
 
     # -- training ------------------------------------------------------------------------------
     def compute_step(self, images, labels, x_adv=None):
@@ -148,8 +153,7 @@ class Finetuner(keras.Model):
         with tf.GradientTape() as tape:
             loss, logits, logits_adv = self.compute_step(images, labels, x_adv)
             # Keras sums gradients over replicas: scale the per-replica mean loss.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(loss / replicas)
+            scaled = self.optimizer.scale_loss(loss / distribute.num_replicas())
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
         if not self.optimizer.built:  # build for all variables, not only the first subset
@@ -161,7 +165,7 @@ class Finetuner(keras.Model):
         self.acc_tracker.update_state(labels, logits)
         if self.adv_acc_tracker is not None:
             self.adv_acc_tracker.update_state(labels, logits_adv)
-        return {m.name: m.result() for m in self.metrics}
+        return distribute.step_outputs({m.name: m.result() for m in self.metrics})
 
     @property
     def metrics(self):

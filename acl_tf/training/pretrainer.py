@@ -47,7 +47,7 @@ def check_variant(variant: str) -> str:
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")
-class ACLPretrainer(keras.Model):
+class ACLPretrainer(distribute.MultiWorkerFitMixin, keras.Model):
     """Encoder + projection head trained with one of the ACL variants.
 
     Args:
@@ -219,7 +219,8 @@ class ACLPretrainer(keras.Model):
         for stream, (loss, acc) in results.items():
             self.trackers[f"{stream}_loss"].update_state(loss)
             self.trackers[f"{stream}_acc"].update_state(acc)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return distribute.step_outputs(
+            {name: tracker.result() for name, tracker in self.trackers.items()})
 
     @property
     def metrics(self):
