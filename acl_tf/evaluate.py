@@ -28,26 +28,31 @@ import sys
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "Run directory with best.keras, or a .keras Classifier file.")
-flags.DEFINE_string("data", None, "Data source for acl_tf.data.load (TFRecord file/dir/glob or "
-                    "TFDS name); default: the config's data.source.")
-flags.DEFINE_string("split", None, "Split to evaluate (default: the config's data.test_split).")
-flags.DEFINE_integer("limit", None, "Evaluate only the first N images of the split.")
-flags.DEFINE_enum("bn", None, ["adv", "normal"], "BN branch (default: the classifier's own).")
-flags.DEFINE_list("attacks", None, "Comma list of clean, pgdK, autoattack, corruptions.")
-flags.DEFINE_string("output", None, "Path of the JSON report (report.md and the plot go beside).")
-flags.DEFINE_string("config", "default", "Config name under configs/evaluate/ or a path.")
-flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
-flags.DEFINE_list("eps_sweep", None, "Epsilons (x 1/255) of the accuracy-vs-epsilon sweep; an "
-                  "empty value disables it.")
-flags.DEFINE_string("cifar10c_data_dir", None, "TFDS data_dir holding cifar10_corrupted.")
-flags.DEFINE_bool("cifar10c_download", None, "Let TFDS download CIFAR-10-C (needs its host).")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir for --data (TFDS names only).")
-flags.DEFINE_integer("batch_size", None, "Images per attack batch.")
-flags.DEFINE_integer("restarts", None, "PGD restarts (an example must survive all).")
-flags.DEFINE_integer("seed", None, "Seed of the attacks' random starts.")
-flags.mark_flag_as_required("model")
-flags.mark_flag_as_required("output")
+
+
+def define_flags():
+    """Defines the command-line flags (only when run as a program, so that importing this
+    module, e.g. in tests or another command line, defines no global flags)."""
+    flags.DEFINE_string("model", None, "Run directory with best.keras, or a .keras Classifier file.")
+    flags.DEFINE_string("data", None, "Data source for acl_tf.data.load (TFRecord file/dir/glob or "
+                        "TFDS name); default: the config's data.source.")
+    flags.DEFINE_string("split", None, "Split to evaluate (default: the config's data.test_split).")
+    flags.DEFINE_integer("limit", None, "Evaluate only the first N images of the split.")
+    flags.DEFINE_enum("bn", None, ["adv", "normal"], "BN branch (default: the classifier's own).")
+    flags.DEFINE_list("attacks", None, "Comma list of clean, pgdK, autoattack, corruptions.")
+    flags.DEFINE_string("output", None, "Path of the JSON report (report.md and the plot go beside).")
+    flags.DEFINE_string("config", "default", "Config name under configs/evaluate/ or a path.")
+    flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
+    flags.DEFINE_list("eps_sweep", None, "Epsilons (x 1/255) of the accuracy-vs-epsilon sweep; an "
+                      "empty value disables it.")
+    flags.DEFINE_string("cifar10c_data_dir", None, "TFDS data_dir holding cifar10_corrupted.")
+    flags.DEFINE_bool("cifar10c_download", None, "Let TFDS download CIFAR-10-C (needs its host).")
+    flags.DEFINE_string("data_dir", None, "TFDS data_dir for --data (TFDS names only).")
+    flags.DEFINE_integer("batch_size", None, "Images per attack batch.")
+    flags.DEFINE_integer("restarts", None, "PGD restarts (an example must survive all).")
+    flags.DEFINE_integer("seed", None, "Seed of the attacks' random starts.")
+    flags.mark_flag_as_required("model")
+    flags.mark_flag_as_required("output")
 
 
 def flag_overrides() -> list[str]:
@@ -127,4 +132,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

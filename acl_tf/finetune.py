@@ -26,25 +26,30 @@ from pathlib import Path
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", "cifar10_paper", "Config name under configs/finetune/ or a path.")
-flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras "
-                    "(or a .keras encoder file). Omit for a randomly initialised encoder.")
-flags.DEFINE_string("mode", None, "aff (TRADES, everything trained), alf (adversarial linear) "
-                    "or slf (standard linear); default: the config's.")
-flags.DEFINE_string("bn", None, "BN branch of the dual-BN encoder: adv or normal "
-                    "(default: the config's).")
-flags.DEFINE_string("model_dir", None, "Run directory (config, checkpoints, logs, best.keras, "
-                    "last.keras, metrics.json, saved_model/).")
-flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --model_dir.")
-flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
-                  "tf.distribute strategy: one device, the GPUs of this machine, several "
-                  "machines (TF_CONFIG) or a TPU.")
-flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a "
-                    "TPU VM; empty: auto-detect).")
-flags.DEFINE_bool("sync_bn", None, "Synchronise BN batch statistics across replicas "
-                  "(overrides model.sync_bn; default: the config's).")
-flags.mark_flag_as_required("model_dir")
+
+
+def define_flags():
+    """Defines the command-line flags (only when run as a program, so that importing this
+    module, e.g. in tests or another command line, defines no global flags)."""
+    flags.DEFINE_string("config", "cifar10_paper", "Config name under configs/finetune/ or a path.")
+    flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras "
+                        "(or a .keras encoder file). Omit for a randomly initialised encoder.")
+    flags.DEFINE_string("mode", None, "aff (TRADES, everything trained), alf (adversarial linear) "
+                        "or slf (standard linear); default: the config's.")
+    flags.DEFINE_string("bn", None, "BN branch of the dual-BN encoder: adv or normal "
+                        "(default: the config's).")
+    flags.DEFINE_string("model_dir", None, "Run directory (config, checkpoints, logs, best.keras, "
+                        "last.keras, metrics.json, saved_model/).")
+    flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --model_dir.")
+    flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
+    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+                      "tf.distribute strategy: one device, the GPUs of this machine, several "
+                      "machines (TF_CONFIG) or a TPU.")
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a "
+                        "TPU VM; empty: auto-detect).")
+    flags.DEFINE_bool("sync_bn", None, "Synchronise BN batch statistics across replicas "
+                      "(overrides model.sync_bn; default: the config's).")
+    flags.mark_flag_as_required("model_dir")
 
 MODEL_FIELDS = ("arch", "width", "bn")
 
@@ -106,4 +111,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

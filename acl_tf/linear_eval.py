@@ -17,13 +17,18 @@ from pathlib import Path
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras.")
-flags.DEFINE_string("config", "cifar10_paper", "Config name under configs/finetune/ or a path.")
-flags.DEFINE_string("model_dir", None, "Output directory (one sub-directory per run).")
-flags.DEFINE_bool("resume", False, "Resume (or reuse, if finished) the runs in --model_dir.")
-flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
-flags.mark_flag_as_required("pretrained")
-flags.mark_flag_as_required("model_dir")
+
+
+def define_flags():
+    """Defines the command-line flags (only when run as a program, so that importing this
+    module, e.g. in tests or another command line, defines no global flags)."""
+    flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras.")
+    flags.DEFINE_string("config", "cifar10_paper", "Config name under configs/finetune/ or a path.")
+    flags.DEFINE_string("model_dir", None, "Output directory (one sub-directory per run).")
+    flags.DEFINE_bool("resume", False, "Resume (or reuse, if finished) the runs in --model_dir.")
+    flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
+    flags.mark_flag_as_required("pretrained")
+    flags.mark_flag_as_required("model_dir")
 
 
 def main(argv):
@@ -47,4 +52,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

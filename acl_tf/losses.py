@@ -59,10 +59,17 @@ def _reduce(per_example, reduction: str):
     raise ValueError(f"Unknown reduction {reduction!r}; expected one of {REDUCTIONS}.")
 
 
+def _wide(x):
+    """``x`` as float32, or float64 if it is float64 (half-precision logits are widened)."""
+    x = tf.convert_to_tensor(x)
+    return x if x.dtype == tf.float64 else tf.cast(x, tf.float32)
+
+
 def cross_entropy(labels, logits, reduction: str = "mean"):
-    """Softmax cross-entropy of integer ``labels`` [B] and ``logits`` [B, C] (float32)."""
+    """Softmax cross-entropy of integer ``labels`` [B] and ``logits`` [B, C] (float32, or float64
+    for float64 logits)."""
     per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        tf.cast(labels, tf.int64), tf.cast(logits, tf.float32))
+        tf.cast(labels, tf.int64), _wide(logits))
     return _reduce(per_example, reduction)
 
 
@@ -79,9 +86,9 @@ def trades_kl(logits_clean, logits_adv, reduction: str = "mean"):
         logits_adv: float [B, C], logits of the perturbed images f(x').
         reduction: ``"mean"`` over the batch, ``"sum"`` over the batch, or ``"none"`` ([B]).
     """
-    logits_clean = tf.cast(logits_clean, tf.float32)
+    logits_clean = _wide(logits_clean)
     log_p = tf.nn.log_softmax(logits_clean, axis=-1)
-    log_q = tf.nn.log_softmax(tf.cast(logits_adv, tf.float32), axis=-1)
+    log_q = tf.nn.log_softmax(tf.cast(_wide(logits_adv), logits_clean.dtype), axis=-1)
     per_example = tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
     return _reduce(per_example, reduction)
 

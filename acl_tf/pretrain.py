@@ -24,19 +24,24 @@ from pathlib import Path
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("variant", None, "ACL variant: s2s, a2a, a2s or ds (default: the config's).")
-flags.DEFINE_string("config", "cifar10_resnet18", "Config name under configs/pretrain/ or a path.")
-flags.DEFINE_string("model_dir", None, "Run directory (config, checkpoints, logs, encoder).")
-flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --model_dir.")
-flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
-                  "tf.distribute strategy: one device, the GPUs of this machine, several "
-                  "machines (TF_CONFIG) or a TPU.")
-flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a "
-                    "TPU VM; empty: auto-detect).")
-flags.DEFINE_bool("sync_bn", None, "Synchronise BN batch statistics across replicas "
-                  "(overrides model.sync_bn; default: the config's).")
-flags.mark_flag_as_required("model_dir")
+
+
+def define_flags():
+    """Defines the command-line flags (only when run as a program, so that importing this
+    module, e.g. in tests or another command line, defines no global flags)."""
+    flags.DEFINE_string("variant", None, "ACL variant: s2s, a2a, a2s or ds (default: the config's).")
+    flags.DEFINE_string("config", "cifar10_resnet18", "Config name under configs/pretrain/ or a path.")
+    flags.DEFINE_string("model_dir", None, "Run directory (config, checkpoints, logs, encoder).")
+    flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --model_dir.")
+    flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
+    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+                      "tf.distribute strategy: one device, the GPUs of this machine, several "
+                      "machines (TF_CONFIG) or a TPU.")
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a "
+                        "TPU VM; empty: auto-detect).")
+    flags.DEFINE_bool("sync_bn", None, "Synchronise BN batch statistics across replicas "
+                      "(overrides model.sync_bn; default: the config's).")
+    flags.mark_flag_as_required("model_dir")
 
 
 def resolve_config(config_name, overrides, variant, model_dir, resume, sync_bn=None):
@@ -76,4 +81,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

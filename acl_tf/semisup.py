@@ -24,25 +24,30 @@ from pathlib import Path
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", "cifar10_paper", "Config name under configs/semisup/ or a path.")
-flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras (or "
-                    "a .keras encoder file). Omit for random initialisation (vanilla UAT++).")
-flags.DEFINE_float("label_fraction", None, "Fraction of the (non-validation) training images "
-                   "that keep their label, class-balanced (default: the config's).")
-flags.DEFINE_integer("labels_per_class", None, "Labelled images per class (instead of "
-                     "--label_fraction).")
-flags.DEFINE_enum("step", "all", ["all", "teacher", "pseudo_label", "student"],
-                  "Which step to run; a single step reads the previous one's output.")
-flags.DEFINE_string("teacher", None, "--step=pseudo_label: teacher classifier .keras file "
-                    "(default: MODEL_DIR/teacher/best.keras).")
-flags.DEFINE_string("pseudo_labels", None, "--step=student: pseudo-label .npz file (default: "
-                    "MODEL_DIR/pseudo_labels.npz).")
-flags.DEFINE_string("model_dir", None, "Output directory (config.json, teacher/, "
-                    "pseudo_labels.npz, student/, metrics.json).")
-flags.DEFINE_bool("resume", False, "Continue interrupted training; with --step=all, skip the "
-                  "steps that finished.")
-flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
-flags.mark_flag_as_required("model_dir")
+
+
+def define_flags():
+    """Defines the command-line flags (only when run as a program, so that importing this
+    module, e.g. in tests or another command line, defines no global flags)."""
+    flags.DEFINE_string("config", "cifar10_paper", "Config name under configs/semisup/ or a path.")
+    flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras (or "
+                        "a .keras encoder file). Omit for random initialisation (vanilla UAT++).")
+    flags.DEFINE_float("label_fraction", None, "Fraction of the (non-validation) training images "
+                       "that keep their label, class-balanced (default: the config's).")
+    flags.DEFINE_integer("labels_per_class", None, "Labelled images per class (instead of "
+                         "--label_fraction).")
+    flags.DEFINE_enum("step", "all", ["all", "teacher", "pseudo_label", "student"],
+                      "Which step to run; a single step reads the previous one's output.")
+    flags.DEFINE_string("teacher", None, "--step=pseudo_label: teacher classifier .keras file "
+                        "(default: MODEL_DIR/teacher/best.keras).")
+    flags.DEFINE_string("pseudo_labels", None, "--step=student: pseudo-label .npz file (default: "
+                        "MODEL_DIR/pseudo_labels.npz).")
+    flags.DEFINE_string("model_dir", None, "Output directory (config.json, teacher/, "
+                        "pseudo_labels.npz, student/, metrics.json).")
+    flags.DEFINE_bool("resume", False, "Continue interrupted training; with --step=all, skip the "
+                      "steps that finished.")
+    flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
+    flags.mark_flag_as_required("model_dir")
 
 MODEL_FIELDS = ("arch", "width", "bn")
 
@@ -109,4 +114,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
