@@ -1,0 +1,404 @@
+"""Throughput benchmark of the ACL pre-training step and of its input pipeline.
+
+For every variant the benchmark builds the real pre-trainer (:func:`build_pretrainer`) and
+optimiser (:func:`build_optimizer`) from a :class:`~acl_tf.config.PretrainConfig`, compiles the
+training step the way ``model.fit`` does (``model.make_train_function()``: a ``tf.function``
+around :meth:`ACLPretrainer.train_step` reading from a ``tf.data`` iterator), feeds it one fixed
+batch of random views, and times ``steps`` steps after ``warmup_steps`` (the first call traces and
+runs once more). A counter wrapped around ``train_step`` records how often it was traced (once if
+nothing retraces). Each variant runs in a fresh process (``spawn``) so that its peak resident
+memory is its own.
+
+The input pipeline is timed separately: the JPEG TFRecords are decoded (:func:`acl_tf.data.load`)
+and :func:`acl_tf.augment.make_pretrain_dataset` draws two augmented views per image, batched
+and prefetched as in pre-training. ``pipeline_share_of_step`` says which fraction of a variant's
+step time the pipeline would need on the same cores: near or above 1, data loading limits
+training.
+
+Results are a JSON-able dict (see :func:`run_benchmark`); :func:`render_markdown` turns it into
+the tables of ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import time
+from typing import Callable, Optional
+
+from acl_tf.config import BenchConfig, ConfigError, PretrainConfig, load_config, to_dict
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+RESULT_KEYS = ("images_per_s", "views_per_s", "seconds_per_step", "peak_memory_mb")
+
+
+# -- machine ---------------------------------------------------------------------------------------
+def load_average() -> Optional[float]:
+    """The 1-minute load average (None where the platform has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def machine_info() -> dict:
+    """CPU, cores, accelerators and library versions of this process's machine."""
+    import keras
+    import tensorflow as tf
+
+    gpus = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu)
+        gpus.append(details.get("device_name", gpu.name))
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        onednn = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        onednn = None
+    return {
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "gpus": gpus,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "onednn": onednn,
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (10^6 bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return round(peak * (1 if platform.system() == "Darwin" else 1024) / 1e6, 1)
+
+
+def current_rss_mb() -> Optional[float]:
+    """Current resident set size in MB (Linux), else None."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# -- one variant -----------------------------------------------------------------------------------
+def pretrain_config(config: BenchConfig, variant: str) -> PretrainConfig:
+    """The benchmark's :class:`PretrainConfig` of ``variant`` (base config + width/batch)."""
+    overrides = [f"variant={variant}", f"model.width={config.width}",
+                 f"batch_size={config.batch_size}", *config.overrides]
+    return load_config(PretrainConfig, "pretrain", config.pretrain, overrides)
+
+
+def configure_runtime(config: BenchConfig) -> None:
+    """Thread pools and precision policy; call before TensorFlow runs anything."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        if config.intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(config.intra_op_threads)
+        if config.inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(config.inter_op_threads)
+    except RuntimeError as err:  # TensorFlow already initialised in this process
+        raise RuntimeError("Thread settings must be applied in a fresh process (isolate=True).") \
+            from err
+    keras.mixed_precision.set_global_policy(config.precision)
+
+
+class TraceCounter:
+    """Wraps ``model.train_step`` so that every (re)trace of the compiled step is counted.
+
+    The Python body of a ``tf.function`` only runs while tracing, so ``count`` is the number of
+    traces of the training step (one when nothing retraces).
+    """
+
+    def __init__(self, model):
+        self.count = 0
+        original = model.train_step
+
+        def counted_train_step(data):
+            self.count += 1
+            return original(data)
+
+        model.train_step = counted_train_step
+
+
+def random_views(batch_size: int, image_size: int, seed: int):
+    """One batch ``((view1, view2), labels)`` of uniform random images in [0, 1]."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    shape = (batch_size, image_size, image_size, 3)
+    views = (rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32))
+    return views, np.zeros([batch_size], np.int64)
+
+
+def measure_variant(config: BenchConfig, variant: str) -> dict:
+    """Times the compiled ``train_step`` of one variant in this process.
+
+    Returns ``seconds_per_step`` (median of ``config.steps`` timed steps), ``images_per_s``
+    (source images, i.e. pairs of views, per second), ``views_per_s``, ``step_times``,
+    ``cpu_seconds_per_step`` (process CPU time, median),
+    ``first_step_s`` (trace + first run), ``traces``, ``peak_memory_mb`` (process peak RSS),
+    ``gpu_peak_memory_mb`` on a GPU, the final ``loss`` and the load average around the run.
+    The Keras dtype policy is restored afterwards.
+    """
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    configure_runtime(config)
+    try:
+        return _measure_variant(config, variant)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _measure_variant(config: BenchConfig, variant: str) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    from acl_tf.training.pretrain import build_optimizer, build_pretrainer
+
+    pcfg = pretrain_config(config, variant)
+    load_before = load_average()
+    model = build_pretrainer(pcfg)
+    # The schedule only needs a horizon longer than the warm-up; the step count does not matter.
+    steps_per_epoch = max(1, 50_000 // pcfg.batch_size)
+    model.compile(optimizer=build_optimizer(pcfg.optimizer, pcfg.batch_size, steps_per_epoch,
+                                            pcfg.epochs),
+                  jit_compile=config.jit_compile)
+    # As model.fit does before its first step (Keras' _symbolic_build): build the optimiser's
+    # variables so that the step function is traced once, not once more to create them.
+    model.optimizer.build(model.trainable_variables)
+    counter = TraceCounter(model)
+    model.make_train_function()
+    train_function = model.train_function
+
+    batch = random_views(pcfg.batch_size, pcfg.data.image_size, config.seed)
+    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    gpus = tf.config.list_physical_devices("GPU")
+    rss_model = current_rss_mb()
+
+    def step() -> tuple[float, float, float]:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        logs = train_function(iterator)
+        loss = float(logs["loss"])  # waits for the step to finish
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"{variant}: non-finite loss {loss} in the benchmark.")
+        return time.perf_counter() - start, time.process_time() - cpu_start, loss
+
+    first, _, _ = step()
+    for _ in range(config.warmup_steps):
+        step()
+    if gpus:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+    times, cpu_times, loss = [], [], None
+    for _ in range(config.steps):
+        elapsed, cpu, loss = step()
+        times.append(elapsed)
+        cpu_times.append(cpu)
+    seconds = statistics.median(times)
+    result = {
+        "variant": variant,
+        "seconds_per_step": round(seconds, 4),
+        "images_per_s": round(pcfg.batch_size / seconds, 2),
+        "views_per_s": round(2 * pcfg.batch_size / seconds, 2),
+        "step_times": [round(t, 4) for t in times],
+        # CPU time of all this process's threads: on a loaded machine wall time grows with the
+        # other processes' load, CPU time much less (it still includes spin-waiting).
+        "cpu_seconds_per_step": round(statistics.median(cpu_times), 4),
+        "first_step_s": round(first, 2),
+        "traces": counter.count,
+        "peak_memory_mb": peak_rss_mb(),
+        "rss_after_build_mb": rss_model,
+        "loss": round(loss, 4),
+        "load_before": load_before,
+        "load_after": load_average(),
+    }
+    if gpus:
+        info = tf.config.experimental.get_memory_info("GPU:0")
+        result["gpu_peak_memory_mb"] = round(info["peak"] / 1e6, 1)
+    return result
+
+
+# -- input pipeline --------------------------------------------------------------------------------
+def measure_input_pipeline(config: BenchConfig) -> dict:
+    """Decode + two augmented views per image, in this process.
+
+    ``decode_images_per_s``: TFRecord parsing and JPEG decoding (:func:`acl_tf.data.load`, done
+    once per run); ``images_per_s``: :func:`make_pretrain_dataset` (two views per image,
+    batched and prefetched, as every epoch does), timed over ``pipeline_images`` images after one
+    warm-up batch.
+    """
+    from acl_tf import data as data_lib
+    from acl_tf.augment import make_pretrain_dataset
+
+    pcfg = pretrain_config(config, "s2s")
+    start = time.perf_counter()
+    images = data_lib.load(config.pipeline_source, "train", image_size=pcfg.data.image_size,
+                           num_classes=pcfg.data.num_classes, limit=config.pipeline_limit)
+    decode_s = time.perf_counter() - start
+    if len(images) < pcfg.batch_size:
+        raise ConfigError(f"pipeline_source {config.pipeline_source!r} holds {len(images)} "
+                          f"images, fewer than one batch of {pcfg.batch_size}.")
+
+    def batches():
+        epoch = 0
+        while True:
+            yield from make_pretrain_dataset(images.images, images.labels,
+                                             batch_size=pcfg.batch_size, config=pcfg.augment,
+                                             seed=config.seed, epoch=epoch)
+            epoch += 1
+
+    stream = batches()
+    next(stream)  # warm-up: traces the map function, fills the prefetch buffer
+    count, start = 0, time.perf_counter()
+    while count < config.pipeline_images:
+        (view1, view2), _ = next(stream)
+        count += int(view1.shape[0])
+    seconds = time.perf_counter() - start
+    return {
+        "source": config.pipeline_source,
+        "decoded_images": len(images),
+        "decode_images_per_s": round(len(images) / decode_s, 1),
+        "images": count,
+        "images_per_s": round(count / seconds, 1),
+        "views_per_s": round(2 * count / seconds, 1),
+        "load_after": load_average(),
+    }
+
+
+# -- driver ----------------------------------------------------------------------------------------
+def run_isolated(fn: Callable, *args):
+    """Runs ``fn(*args)`` in a fresh ``spawn`` process and returns its result."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        try:
+            return pool.submit(fn, *args).result()
+        except concurrent.futures.process.BrokenProcessPool as err:
+            raise RuntimeError(f"The benchmark process of {getattr(fn, '__name__', fn)}{args[1:]} "
+                               "died (out of memory?).") from err
+
+
+def check_config(config: BenchConfig) -> BenchConfig:
+    """Validates the variants against the pre-trainer's list (raises ConfigError)."""
+    from acl_tf.training.pretrainer import check_variant
+
+    try:
+        variants = tuple(check_variant(v) for v in config.variants)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    pretrain_config(config, variants[0])  # fails early on a bad base config or override
+    return dataclasses.replace(config, variants=variants)
+
+
+def run_benchmark(config: BenchConfig, isolate: bool = True,
+                  log: Callable[[str], None] = lambda message: None) -> dict:
+    """Measures every variant (each in its own process if ``isolate``) and the input pipeline.
+
+    Returns ``{"settings", "machine", "variants": {name: measurement}, "ds_over_s2s_time_ratio",
+    "input_pipeline", "pipeline_share_of_step"}`` (the ratio only when both s2s and ds ran).
+    """
+    config = check_config(config)
+    run = run_isolated if isolate else (lambda fn, *args: fn(*args))
+    results = {"settings": to_dict(config), "machine": machine_info(), "variants": {},
+               "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    results["machine"]["load_at_start"] = load_average()
+    for variant in config.variants:
+        log(f"measuring {variant} (batch {config.batch_size}, width {config.width}, "
+            f"{config.precision}{', XLA' if config.jit_compile else ''}; load "
+            f"{load_average()})")
+        measured = run(measure_variant, config, variant)
+        results["variants"][variant] = measured
+        log(f"  {variant}: {measured['seconds_per_step']:.3f} s/step, "
+            f"{measured['images_per_s']:.1f} images/s, peak {measured['peak_memory_mb']:.0f} MB, "
+            f"{measured['traces']} trace(s)")
+    timed = results["variants"]
+    if "s2s" in timed and "ds" in timed:
+        results["ds_over_s2s_time_ratio"] = round(
+            timed["ds"]["seconds_per_step"] / timed["s2s"]["seconds_per_step"], 3)
+    if config.pipeline:
+        log(f"measuring the input pipeline ({config.pipeline_source})")
+        pipe = measure_input_pipeline(config)  # after the variants: their peaks are unaffected
+        results["input_pipeline"] = pipe
+        results["pipeline_share_of_step"] = {
+            v: round(config.batch_size / pipe["images_per_s"] / m["seconds_per_step"], 3)
+            for v, m in timed.items()}
+    results["machine"]["load_at_end"] = load_average()
+    return results
+
+
+# -- report ----------------------------------------------------------------------------------------
+def render_markdown(results: dict) -> str:
+    """The benchmark's tables (variants, ratio, input pipeline) as Markdown."""
+    s, m = results["settings"], results["machine"]
+    device = ", ".join(m.get("gpus") or []) or f"{m['cpu']} ({m['cores']} cores, no GPU)"
+    lines = [
+        f"Device: {device}; TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
+        f"oneDNN {'on' if m.get('onednn') else 'off'}.",
+        f"ResNet-18 width {s['width']}, batch {s['batch_size']} ({2 * s['batch_size']} views), "
+        f"{s['precision']}{', XLA' if s['jit_compile'] else ''}; median of {s['steps']} steps "
+        f"after {s['warmup_steps']} warm-up steps; load average {m.get('load_at_start')} at "
+        f"start, {m.get('load_at_end')} at end.",
+        "",
+        "| variant | s/step | images/s | views/s | CPU s/step | peak memory (MB) | traces |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = [v for v in s.get("variants", ()) if v in results["variants"]]
+    order += [v for v in results["variants"] if v not in order]
+    for name in order:
+        r = results["variants"][name]
+        cpu = r.get("cpu_seconds_per_step")
+        lines.append(f"| {name} | {r['seconds_per_step']:.3f} | {r['images_per_s']:.1f} | "
+                     f"{r['views_per_s']:.1f} | {'-' if cpu is None else f'{cpu:.2f}'} | "
+                     f"{r['peak_memory_mb']:.0f} | {r['traces']} |")
+    if "ds_over_s2s_time_ratio" in results:
+        lines += ["", f"`ds_over_s2s_time_ratio` = {results['ds_over_s2s_time_ratio']:.2f}"]
+    pipe = results.get("input_pipeline")
+    if pipe:
+        share = results.get("pipeline_share_of_step", {})
+        shares = ", ".join(f"{v} {share[v]:.2f}" for v in order if v in share)
+        lines += ["", f"Input pipeline ({pipe['source']}): decode {pipe['decode_images_per_s']:.0f} "
+                      f"images/s (once per run); two augmented views "
+                      f"{pipe['images_per_s']:.0f} images/s; share of a step's time it would "
+                      f"need on the same cores: {shares}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_json(results: dict, path) -> None:
+    """Writes the results atomically (a temporary file, then a rename)."""
+    tmp = f"{path}.tmp"
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
