@@ -3,6 +3,7 @@
     python -m acl_tf.bench --variants=s2s,a2a,a2s,ds --batch_size=64 --width=64 \\
         --output=benchmarks/results_cpu.json --markdown=benchmarks/results_cpu.md
     python -m acl_tf.bench --quick --output=/tmp/bench.json          # < 1 min on 2 CPU cores
+                                                    # (rough figures: 2 variants at a time)
     python -m acl_tf.bench --from_json=benchmarks/results_cpu.json --markdown=-   # re-render
 
 ``--config`` names a file in ``configs/bench/`` (default ``cpu_resnet18``; ``--quick`` is
@@ -35,19 +36,23 @@ def define_flags():
     flags.DEFINE_bool("jit_compile", None, "Compile the step with XLA.")
     flags.DEFINE_integer("steps", None, "Timed steps (the median is reported).")
     flags.DEFINE_integer("warmup_steps", None, "Untimed steps after the first (tracing) call.")
+    flags.DEFINE_bool("floor", None, "Also time a plain Keras ResNet-18's training and attack "
+                      "passes (the least a step can cost).")
     flags.DEFINE_bool("pipeline", None, "Also time the input pipeline.")
     flags.DEFINE_string("pipeline_source", None, "TFRecords of the input-pipeline timing.")
     flags.DEFINE_integer("pipeline_limit", None, "Decode only the first N images.")
     flags.DEFINE_integer("intra_op_threads", None, "TensorFlow intra-op threads (0: default).")
     flags.DEFINE_integer("inter_op_threads", None, "TensorFlow inter-op threads (0: default).")
+    flags.DEFINE_integer("parallel", None, "Variants measured at once (>1 only to check "
+                         "quickly that everything runs: the processes compete for the cores).")
     flags.DEFINE_multi_string("set", [], "Bench config override field=value (repeatable).")
     flags.DEFINE_string("output", None, "Write the results as JSON here.")
     flags.DEFINE_string("markdown", None, "Write the Markdown tables here ('-': stdout).")
     flags.DEFINE_string("from_json", None, "Render an earlier --output instead of measuring.")
 
 _FIELDS = ("variants", "batch_size", "width", "precision", "jit_compile", "steps", "warmup_steps",
-           "pipeline", "pipeline_source", "pipeline_limit", "intra_op_threads",
-           "inter_op_threads")
+           "floor", "pipeline", "pipeline_source", "pipeline_limit", "intra_op_threads",
+           "inter_op_threads", "parallel")
 
 
 def flag_overrides() -> list:

@@ -249,14 +249,96 @@ def _measure_variant(config: BenchConfig, variant: str) -> dict:
     return result
 
 
+# -- the framework's floor -------------------------------------------------------------------------
+def plain_resnet18(width: int, image_size: int = 32):
+    """A plain Keras CIFAR ResNet-18 (Conv2D / BatchNormalization / ReLU, the topology of
+    :func:`acl_tf.models.build_encoder` with one BN): what TensorFlow itself costs per pass."""
+    import keras
+
+    def conv(x, filters, kernel, stride):
+        return keras.layers.Conv2D(filters, kernel, strides=stride, padding="same",
+                                   use_bias=False)(x)
+
+    def bn(x):
+        return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)(x)
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.ReLU()(bn(conv(inputs, width, 3, 1)))
+    in_filters = width
+    for stage, filters in enumerate((width, 2 * width, 4 * width, 8 * width)):
+        for block in range(2):
+            stride = 2 if stage > 0 and block == 0 else 1
+            out = keras.layers.ReLU()(bn(conv(x, filters, 3, stride)))
+            out = bn(conv(out, filters, 3, 1))
+            shortcut = x if stride == 1 and in_filters == filters else bn(
+                conv(x, filters, 1, stride))
+            x = keras.layers.ReLU()(out + shortcut)
+            in_filters = filters
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="plain_resnet18")
+
+
+def measure_floor(config: BenchConfig) -> dict:
+    """Times the two passes every ACL step is made of on a plain Keras ResNet-18 (no dual BN,
+    projection head, loss or optimiser), on the ``2 * batch_size`` views of one step:
+
+    * ``train_pass_s``: forward in training mode + gradient of every weight;
+    * ``attack_pass_s``: forward in inference mode + gradient of the input only (one PGD step).
+
+    From them the least a step can cost in this framework on this machine:
+    ``s2s_floor_s`` = one training pass; ``ds_floor_s`` = ``attack.steps`` attack passes + two
+    training passes; ``ds_over_s2s_floor_ratio``. Medians of ``config.steps`` calls after
+    ``config.warmup_steps`` (+ 1 tracing call).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    configure_runtime(config)
+    pcfg = pretrain_config(config, "ds")
+    model = plain_resnet18(config.width, pcfg.data.image_size)
+    views, _ = random_views(pcfg.batch_size, pcfg.data.image_size, config.seed)
+    x = tf.constant(np.concatenate(views).astype(np.float32))
+
+    @tf.function(jit_compile=config.jit_compile)
+    def train_pass():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.cast(model(x, training=True), tf.float32))
+        return tape.gradient(loss, model.trainable_variables)
+
+    @tf.function(jit_compile=config.jit_compile)
+    def attack_pass():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.cast(model(x, training=False), tf.float32))
+        return tape.gradient(loss, x)
+
+    def median_seconds(fn) -> float:
+        for _ in range(1 + config.warmup_steps):
+            [t.numpy() for t in tf.nest.flatten(fn())]
+        times = []
+        for _ in range(config.steps):
+            start = time.perf_counter()
+            [t.numpy() for t in tf.nest.flatten(fn())]  # waits for every result
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    train_s, attack_s = median_seconds(train_pass), median_seconds(attack_pass)
+    steps = pcfg.attack.steps
+    ds_floor = steps * attack_s + 2 * train_s
+    return {"train_pass_s": round(train_s, 4), "attack_pass_s": round(attack_s, 4),
+            "attack_steps": steps, "s2s_floor_s": round(train_s, 4),
+            "ds_floor_s": round(ds_floor, 4),
+            "ds_over_s2s_floor_ratio": round(ds_floor / train_s, 3),
+            "views": 2 * pcfg.batch_size, "load_after": load_average()}
+
+
 # -- input pipeline --------------------------------------------------------------------------------
 def measure_input_pipeline(config: BenchConfig) -> dict:
     """Decode + two augmented views per image, in this process.
 
     ``decode_images_per_s``: TFRecord parsing and JPEG decoding (:func:`acl_tf.data.load`, done
     once per run); ``images_per_s``: :func:`make_pretrain_dataset` (two views per image,
-    batched and prefetched, as every epoch does), timed over ``pipeline_images`` images after one
-    warm-up batch.
+    batched and prefetched, as every epoch does), timed over ``pipeline_images`` images after
+    the first batch; ``epoch_start_s``: building an epoch's dataset up to its first batch.
     """
     from acl_tf import data as data_lib
     from acl_tf.augment import make_pretrain_dataset
@@ -270,16 +352,14 @@ def measure_input_pipeline(config: BenchConfig) -> dict:
         raise ConfigError(f"pipeline_source {config.pipeline_source!r} holds {len(images)} "
                           f"images, fewer than one batch of {pcfg.batch_size}.")
 
-    def batches():
-        epoch = 0
-        while True:
-            yield from make_pretrain_dataset(images.images, images.labels,
-                                             batch_size=pcfg.batch_size, config=pcfg.augment,
-                                             seed=config.seed, epoch=epoch)
-            epoch += 1
-
-    stream = batches()
-    next(stream)  # warm-up: traces the map function, fills the prefetch buffer
+    # One epoch's dataset, repeated: the timing is the steady state of an epoch, not the
+    # per-epoch start (reported apart: building the dataset, tracing the map, first batch).
+    start = time.perf_counter()
+    stream = iter(make_pretrain_dataset(images.images, images.labels, batch_size=pcfg.batch_size,
+                                        config=pcfg.augment, seed=config.seed,
+                                        epoch=0).repeat())
+    next(stream)
+    epoch_start_s = time.perf_counter() - start
     count, start = 0, time.perf_counter()
     while count < config.pipeline_images:
         (view1, view2), _ = next(stream)
@@ -291,21 +371,35 @@ def measure_input_pipeline(config: BenchConfig) -> dict:
         "decode_images_per_s": round(len(images) / decode_s, 1),
         "images": count,
         "images_per_s": round(count / seconds, 1),
+        "epoch_start_s": round(epoch_start_s, 2),
         "views_per_s": round(2 * count / seconds, 1),
         "load_after": load_average(),
     }
 
 
 # -- driver ----------------------------------------------------------------------------------------
+class IsolatedCall:
+    """``fn(*args)`` started in a fresh ``spawn`` process; :meth:`result` waits for it."""
+
+    def __init__(self, fn: Callable, *args):
+        self.name = f"{getattr(fn, '__name__', fn)}{args[1:]}"
+        context = multiprocessing.get_context("spawn")
+        self.pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
+        self.future = self.pool.submit(fn, *args)
+
+    def result(self):
+        try:
+            return self.future.result()
+        except concurrent.futures.process.BrokenProcessPool as err:
+            raise RuntimeError(f"The benchmark process of {self.name} died (out of memory?).") \
+                from err
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run_isolated(fn: Callable, *args):
     """Runs ``fn(*args)`` in a fresh ``spawn`` process and returns its result."""
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        try:
-            return pool.submit(fn, *args).result()
-        except concurrent.futures.process.BrokenProcessPool as err:
-            raise RuntimeError(f"The benchmark process of {getattr(fn, '__name__', fn)}{args[1:]} "
-                               "died (out of memory?).") from err
+    return IsolatedCall(fn, *args).result()
 
 
 def check_config(config: BenchConfig) -> BenchConfig:
@@ -324,27 +418,44 @@ def run_benchmark(config: BenchConfig, isolate: bool = True,
                   log: Callable[[str], None] = lambda message: None) -> dict:
     """Measures every variant (each in its own process if ``isolate``) and the input pipeline.
 
+    Variants run one after the other, or ``config.parallel`` at a time (processes competing for
+    the cores: only to check quickly that everything runs, the ``quick`` config does).
+
     Returns ``{"settings", "machine", "variants": {name: measurement}, "ds_over_s2s_time_ratio",
-    "input_pipeline", "pipeline_share_of_step"}`` (the ratio only when both s2s and ds ran).
+    "floor", "input_pipeline", "pipeline_share_of_step"}`` (the ratio only when both s2s and ds
+    ran; ``floor``: :func:`measure_floor` and each step's time over its floor).
     """
     config = check_config(config)
-    run = run_isolated if isolate else (lambda fn, *args: fn(*args))
     results = {"settings": to_dict(config), "machine": machine_info(), "variants": {},
                "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     results["machine"]["load_at_start"] = load_average()
-    for variant in config.variants:
-        log(f"measuring {variant} (batch {config.batch_size}, width {config.width}, "
+    variants = list(config.variants)
+    group = config.parallel if isolate else 1
+    for first in range(0, len(variants), group):
+        names = variants[first:first + group]
+        log(f"measuring {', '.join(names)} (batch {config.batch_size}, width {config.width}, "
             f"{config.precision}{', XLA' if config.jit_compile else ''}; load "
             f"{load_average()})")
-        measured = run(measure_variant, config, variant)
-        results["variants"][variant] = measured
-        log(f"  {variant}: {measured['seconds_per_step']:.3f} s/step, "
-            f"{measured['images_per_s']:.1f} images/s, peak {measured['peak_memory_mb']:.0f} MB, "
-            f"{measured['traces']} trace(s)")
+        if isolate:
+            jobs = [IsolatedCall(measure_variant, config, name) for name in names]
+            measured = [job.result() for job in jobs]
+        else:
+            measured = [measure_variant(config, name) for name in names]
+        for name, m in zip(names, measured):
+            results["variants"][name] = m
+            log(f"  {name}: {m['seconds_per_step']:.3f} s/step, {m['images_per_s']:.1f} images/s, "
+                f"peak {m['peak_memory_mb']:.0f} MB, {m['traces']} trace(s)")
     timed = results["variants"]
     if "s2s" in timed and "ds" in timed:
         results["ds_over_s2s_time_ratio"] = round(
             timed["ds"]["seconds_per_step"] / timed["s2s"]["seconds_per_step"], 3)
+    if config.floor:
+        log("measuring the floor: a plain Keras ResNet-18's training and attack passes")
+        floor = run_isolated(measure_floor, config) if isolate else measure_floor(config)
+        for name, key in (("s2s", "s2s_floor_s"), ("ds", "ds_floor_s")):
+            if name in timed:
+                floor[f"{name}_over_floor"] = round(timed[name]["seconds_per_step"] / floor[key], 3)
+        results["floor"] = floor
     if config.pipeline:
         log(f"measuring the input pipeline ({config.pipeline_source})")
         pipe = measure_input_pipeline(config)  # after the variants: their peaks are unaffected
@@ -382,14 +493,27 @@ def render_markdown(results: dict) -> str:
                      f"{r['peak_memory_mb']:.0f} | {r['traces']} |")
     if "ds_over_s2s_time_ratio" in results:
         lines += ["", f"`ds_over_s2s_time_ratio` = {results['ds_over_s2s_time_ratio']:.2f}"]
+    floor = results.get("floor")
+    if floor:
+        over = ", ".join(f"{v} {floor[f'{v}_over_floor']:.2f}x" for v in ("s2s", "ds")
+                         if f"{v}_over_floor" in floor)
+        lines += ["", f"Floor (a plain Keras ResNet-18 of the same width on the same "
+                      f"{floor['views']} views; no dual BN, head, loss or optimiser): training "
+                      f"pass {floor['train_pass_s']:.3f} s, attack pass "
+                      f"{floor['attack_pass_s']:.3f} s, so S2S >= {floor['s2s_floor_s']:.3f} s "
+                      f"and DS >= {floor['attack_steps']} attack + 2 training passes = "
+                      f"{floor['ds_floor_s']:.3f} s (ratio {floor['ds_over_s2s_floor_ratio']:.2f})"
+                      + (f"; measured step / floor: {over}" if over else "") + "."]
     pipe = results.get("input_pipeline")
     if pipe:
         share = results.get("pipeline_share_of_step", {})
         shares = ", ".join(f"{v} {share[v]:.2f}" for v in order if v in share)
         lines += ["", f"Input pipeline ({pipe['source']}): decode {pipe['decode_images_per_s']:.0f} "
                       f"images/s (once per run); two augmented views "
-                      f"{pipe['images_per_s']:.0f} images/s; share of a step's time it would "
-                      f"need on the same cores: {shares}."]
+                      f"{pipe['images_per_s']:.0f} images/s"
+                      + (f" (an epoch's dataset starts in {pipe['epoch_start_s']:.1f} s)"
+                         if "epoch_start_s" in pipe else "")
+                      + f"; share of a step's time it would need on the same cores: {shares}."]
     return "\n".join(lines) + "\n"
 
 

@@ -365,6 +365,7 @@ class FinetuneConfig:
     drop_remainder: bool = False          # PyTorch's DataLoader keeps the last partial batch
     select_by: str = "robust"             # robust | clean
     evaluate_test: bool = True            # clean + eval_attack accuracy of best.keras on test
+    test_limit: Optional[int] = None      # evaluate on the first N test images (null: all)
     export: bool = True                   # export best.keras to model_dir/saved_model/<version>
     seed: int = 0
     log_every_steps: int = 50
@@ -389,6 +390,8 @@ class FinetuneConfig:
                               f"{self.data.num_classes}, got {self.val_size}.")
         if self.trades_beta < 0:
             raise ConfigError(f"trades_beta must be >= 0, got {self.trades_beta}.")
+        if self.test_limit is not None and self.test_limit < 1:
+            raise ConfigError(f"test_limit must be positive or null, got {self.test_limit}.")
 
     @property
     def freeze_encoder(self) -> bool:
@@ -575,7 +578,9 @@ class BenchConfig:
     follow the first (tracing) call; ``steps`` timed steps give the median. The input pipeline
     decodes ``pipeline_source`` (first ``pipeline_limit`` images) and times two augmented views
     of ``pipeline_images`` images. ``intra_op_threads``/``inter_op_threads``: 0 keeps
-    TensorFlow's default.
+    TensorFlow's default. ``floor`` also times the training and attack passes of a plain Keras
+    ResNet-18 (what a step cannot go below). ``parallel`` > 1 runs that many variants' processes
+    at once: faster, but they compete for the cores, so only for checking that everything runs.
     """
 
     variants: tuple[str, ...] = ("s2s", "a2a", "a2s", "ds")
@@ -587,17 +592,21 @@ class BenchConfig:
     steps: int = 5
     pretrain: str = "cifar10_resnet18"
     overrides: tuple[str, ...] = ()
+    floor: bool = True                  # also time a plain Keras ResNet-18's two passes
     pipeline: bool = True
     pipeline_source: str = "data/cifar10_sample"
     pipeline_limit: Optional[int] = None
     pipeline_images: int = 1024
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    parallel: int = 1                   # variants measured at once (>1 distorts the timings)
     seed: int = 0
 
     def __post_init__(self):
         if not self.variants:
             raise ConfigError("variants must name at least one ACL variant.")
+        if self.parallel < 1:
+            raise ConfigError(f"parallel must be >= 1, got {self.parallel}.")
         if self.precision not in BENCH_PRECISIONS:
             raise ConfigError(f"precision must be one of {BENCH_PRECISIONS}, got "
                               f"{self.precision!r}.")
@@ -613,3 +622,48 @@ class BenchConfig:
                               f"{self.pipeline_images}, {self.pipeline_limit}.")
         if self.intra_op_threads < 0 or self.inter_op_threads < 0:
             raise ConfigError("intra_op_threads and inter_op_threads must be >= 0 (0: default).")
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """The reproduction study (``python -m acl_tf.study``): the paper's Tables 3-5 and Fig. 3.
+
+    Every pre-training starts from the pre-training config ``pretrain`` (a name under
+    ``configs/pretrain/`` or a path) with ``pretrain_overrides`` applied and ``variant`` (and
+    ``model.bn``) replaced, so all variants get the same budget; every fine-tuning starts from
+    ``finetune`` with ``finetune_overrides`` (the linear protocols then add ``linear_overrides``).
+
+    * Table 3: each of ``variants`` pre-trained, then AFF (TRADES) with the ``adv`` BN, plus a
+      randomly initialised model (``random_init``) fine-tuned alike.
+    * Table 4: each of ``bn_ablation`` (dual-BN variants) also pre-trained with a single BN, and
+      its dual-BN encoder also fine-tuned with the ``normal`` BN.
+    * Table 5: SLF and ALF on the frozen encoder of each of ``linear``, with each BN branch.
+    * Fig. 3: the validation robust accuracy after every AFF epoch (``metrics.json``).
+    """
+
+    pretrain: str = "cifar10_resnet18"
+    pretrain_overrides: tuple[str, ...] = ()
+    finetune: str = "cifar10_paper"
+    finetune_overrides: tuple[str, ...] = ()
+    linear_overrides: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ("s2s", "a2a", "a2s", "ds")
+    random_init: bool = True
+    bn_ablation: tuple[str, ...] = ("a2s", "ds")
+    linear: tuple[str, ...] = ("ds",)
+
+    def __post_init__(self):
+        from acl_tf.training.pretrainer import DUAL_BN_VARIANTS, VARIANTS
+
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise ConfigError(f"variants must be a non-empty list of {VARIANTS}, got "
+                              f"{list(self.variants)}.")
+        for field in ("bn_ablation", "linear"):
+            missing = [v for v in getattr(self, field) if v not in self.variants]
+            if missing:
+                raise ConfigError(f"{field} names {missing}, which are not among the study's "
+                                  f"variants {list(self.variants)}.")
+        single = [v for v in self.bn_ablation if v not in DUAL_BN_VARIANTS]
+        if single:
+            raise ConfigError(f"bn_ablation compares single and dual BN, so it takes dual-BN "
+                              f"variants {DUAL_BN_VARIANTS} only, got {single}.")

@@ -87,3 +87,14 @@ def test_fused_bn_in_bfloat16_keeps_float32_statistics():
     assert dual.bn_normal.moving_mean.dtype == "float32"
     np.testing.assert_allclose(tf.cast(y, tf.float32), plain(x, training=True), atol=0.05)
     np.testing.assert_allclose(dual.bn_normal.moving_mean, plain.moving_mean, atol=1e-2)
+
+
+def test_float64_keeps_the_keras_path():
+    """The fused kernel has no float64 version: a float64 BN computes in float64 as before."""
+    bn = DualBatchNormalization(dtype="float64")
+    x = np.random.default_rng(6).normal(size=(8, 3))
+    bn.build(x.shape)
+    assert not _can_fuse(bn.bn_normal, tf.constant(x))
+    y = bn(x, training=True)
+    assert y.dtype == tf.float64
+    np.testing.assert_allclose(y, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), rtol=1e-10)

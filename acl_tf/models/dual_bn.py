@@ -81,9 +81,13 @@ class DualBatchNormalization(keras.layers.Layer):
 def _can_fuse(layer: keras.layers.BatchNormalization, inputs) -> bool:
     """Whether :func:`fused_batch_norm` computes what ``layer(inputs)`` would."""
     rank = len(inputs.shape)
+    # The fused kernel takes float32/float16/bfloat16 inputs with float32 parameters only.
+    dtypes = ("float32", "float16", "bfloat16")
     return (keras.backend.backend() == "tensorflow" and not layer.synchronized
             and layer.built and layer.center and layer.scale and rank in (2, 4)
-            and layer.axis in (-1, rank - 1))
+            and layer.axis in (-1, rank - 1)
+            and keras.backend.standardize_dtype(inputs.dtype) in dtypes
+            and keras.backend.standardize_dtype(layer.moving_mean.dtype) == "float32")
 
 
 def fused_batch_norm(layer: keras.layers.BatchNormalization, inputs, training: bool):
