@@ -61,6 +61,13 @@ def random_init(x, config: PGDConfig, seed=None):
     return project(x + random_noise(tf.shape(x), config, seed, x.dtype), x, config.epsilon)
 
 
+def step_seed(seed: int, step) -> tf.Tensor:
+    """The stateless seed [2] of a training step's random start: new at every ``step``
+    (the optimiser's iteration counter) and the same on every replica, so that
+    :func:`replica_random_init` draws one global batch of noise whatever the replica count."""
+    return tf.stack([tf.constant(seed, tf.int64) * 1_000_003, tf.cast(step, tf.int64)])
+
+
 def replica_random_init(x, config: PGDConfig, seed, groups: int = 1):
     """:func:`random_init` of this replica's shard, independent of the number of replicas.
 

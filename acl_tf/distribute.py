@@ -33,6 +33,20 @@ class StrategyError(ValueError):
     """A distribution strategy that cannot be built as asked."""
 
 
+def define_strategy_flags() -> None:
+    """Defines ``--strategy``, ``--tpu`` and ``--sync_bn``, the flags every training command
+    line shares (call from its ``define_flags``; the library never reads flags)."""
+    from absl import flags
+
+    flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
+                      "tf.distribute strategy: one device, the GPUs of this machine, several "
+                      "machines (TF_CONFIG) or a TPU.")
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a "
+                        "TPU VM; empty: auto-detect).")
+    flags.DEFINE_bool("sync_bn", None, "Synchronise BN batch statistics across replicas "
+                      "(overrides model.sync_bn; default: the config's).")
+
+
 def make_strategy(name: str = "default", tpu_address: Optional[str] = None,
                   devices: Optional[Sequence[str]] = None) -> tf.distribute.Strategy:
     """Builds the named distribution strategy.
@@ -210,21 +224,29 @@ def step_outputs(logs: dict) -> dict:
 
 
 class MultiWorkerFitMixin:
-    """Makes Keras 3 ``fit`` of a model with a custom ``train_step`` work in a multi-worker job.
+    """Makes Keras 3 ``fit`` of a model with a custom ``train_step`` work under every strategy.
 
-    Keras 3 (up to at least 3.12) ``fit`` under MultiWorkerMirroredStrategy fails before the
-    first step (keras-team/keras#20585): its "symbolic build" averages a batch across workers
-    with ``strategy.reduce``, which that strategy cannot do for a batch. The build is only needed
-    for models that are not built yet and for compiled losses/metrics: a model that is built
-    before ``fit`` and keeps its own metrics skips it in a multi-worker job, exactly as Keras
-    does on a single device. The train step must also return its logs through
+    Before the first step of a distributed ``fit``, Keras 3 (up to at least 3.12) runs a
+    "symbolic build" on one batch that it first averages across replicas with
+    ``strategy.reduce``: MultiWorkerMirroredStrategy cannot reduce a batch at all
+    (keras-team/keras#20585), and no strategy can average a batch holding booleans (the
+    semi-supervised student's ``is_labelled`` mask). The build is only needed for models that
+    are not built yet and for compiled losses/metrics: a model that is built before ``fit`` and
+    keeps its own metrics skips it, as Keras does on a single device (the optimiser is built in
+    the strategy's scope instead). The train step must also return its logs through
     :func:`step_outputs`. Put the mixin first among the base classes.
     """
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if in_multi_worker_mode(self.distribute_strategy):
-            if not self.built:
-                raise RuntimeError(f"{type(self).__name__} must be built (called once) before "
-                                   "fit under MultiWorkerMirroredStrategy.")
+        multi_worker = in_multi_worker_mode(self.distribute_strategy)
+        if self.built and self._compile_loss is None and self._compile_metrics is None:
+            if (not multi_worker and self.optimizer is not None
+                    and not self.optimizer.built):
+                with self.distribute_strategy.scope():
+                    self.optimizer.build(self.trainable_variables)
             return None
+        if multi_worker:
+            raise RuntimeError(f"{type(self).__name__} must be built (called once) before "
+                               "fit under MultiWorkerMirroredStrategy, with no compiled loss "
+                               "or metrics.")
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)

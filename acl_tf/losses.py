@@ -199,8 +199,8 @@ def distillation_loss(student_logits, targets, temperature: float = 1.0,
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}.")
-    log_q = tf.nn.log_softmax(tf.cast(student_logits, tf.float32) / temperature, axis=-1)
-    per_example = -tf.reduce_sum(tf.cast(targets, tf.float32) * log_q, axis=-1)
+    log_q = tf.nn.log_softmax(_wide(student_logits) / temperature, axis=-1)
+    per_example = -tf.reduce_sum(tf.cast(targets, log_q.dtype) * log_q, axis=-1)
     return _reduce(per_example, reduction)
 
 
@@ -233,8 +233,8 @@ def semisup_student_loss(logits_clean, logits_adv, labels, targets, is_labelled,
         return_terms: also return the dict of the four weighted terms (they sum to the loss).
 
     Returns:
-        The scalar loss (float32) or ``(loss, terms)``; under ``tf.distribute`` the caller
-        divides by the number of replicas.
+        The scalar loss (float32; float64 for float64 logits) or ``(loss, terms)``; under
+        ``tf.distribute`` the caller divides by the number of replicas.
     """
     if alpha_convention not in ALPHA_CONVENTIONS:
         raise ValueError(f"Unknown alpha_convention {alpha_convention!r}; expected one of "
@@ -244,12 +244,12 @@ def semisup_student_loss(logits_clean, logits_adv, labels, targets, is_labelled,
     if beta < 0 or distill_weight < 0:
         raise ValueError(f"beta and distill_weight must be >= 0, got {beta}, {distill_weight}.")
     mask = tf.cast(is_labelled, tf.bool)
-    labelled = tf.cast(mask, tf.float32)
-    count = tf.cast(tf.shape(logits_adv)[0], tf.float32)
     safe_labels = tf.where(mask, tf.cast(labels, tf.int64), tf.zeros_like(labels, tf.int64))
-    ce = cross_entropy(safe_labels, logits_adv, "none")
+    ce = cross_entropy(safe_labels, logits_adv, "none")   # float32 (float64 for float64 logits)
     kd = distillation_loss(logits_adv, targets, temperature, "none")
-    kl = trades_kl(logits_clean, logits_adv, "none")
+    kl = tf.cast(trades_kl(logits_clean, logits_adv, "none"), ce.dtype)
+    labelled = tf.cast(mask, ce.dtype)
+    count = tf.cast(tf.shape(logits_adv)[0], ce.dtype)
     a_ce, a_kd = (alpha, 1.0 - alpha) if alpha_convention == "paper" else (1.0 - alpha, alpha)
     t2 = distill_weight * temperature * temperature
     terms = {

@@ -34,13 +34,9 @@ def define_flags():
     flags.DEFINE_string("model_dir", None, "Run directory (config, checkpoints, logs, encoder).")
     flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --model_dir.")
     flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
-    flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
-                      "tf.distribute strategy: one device, the GPUs of this machine, several "
-                      "machines (TF_CONFIG) or a TPU.")
-    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a "
-                        "TPU VM; empty: auto-detect).")
-    flags.DEFINE_bool("sync_bn", None, "Synchronise BN batch statistics across replicas "
-                      "(overrides model.sync_bn; default: the config's).")
+    from acl_tf.distribute import define_strategy_flags
+
+    define_strategy_flags()
     flags.mark_flag_as_required("model_dir")
 
 

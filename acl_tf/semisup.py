@@ -14,6 +14,11 @@ exported to ``OUT/student/saved_model/``). A step run alone reads the previous s
 ``--model_dir`` (or ``--teacher`` / ``--pseudo_labels``) and, unless ``--config`` is given, the
 config saved there. ``--config`` names a file in ``configs/semisup/`` (or a YAML/JSON path);
 ``--set=field.sub=value`` overrides any field. ``OUT/metrics.json`` collects the figures.
+
+``--strategy`` (``default``, ``mirrored``, ``multi_worker`` with the cluster in ``TF_CONFIG``,
+``tpu`` with ``--tpu=ADDRESS``) and ``--sync_bn`` work as for ``acl_tf.finetune``: the teacher's
+and the student's batch sizes are global batches split over the replicas. See
+docs/distributed.md.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ def define_flags():
     flags.DEFINE_bool("resume", False, "Continue interrupted training; with --step=all, skip the "
                       "steps that finished.")
     flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
+    from acl_tf.distribute import define_strategy_flags
+
+    define_strategy_flags()
     flags.mark_flag_as_required("model_dir")
 
 MODEL_FIELDS = ("arch", "width", "bn")
@@ -83,20 +91,28 @@ def main(argv):
     del argv
     from acl_tf.config import ConfigError
     from acl_tf.data import DataError
+    from acl_tf.distribute import StrategyError, is_chief, make_strategy
     from acl_tf.pseudo_labels import PseudoLabelError
     from acl_tf.training.loop import NonFiniteLossError, RunDirError
     from acl_tf.training.semisup import run_semisup
 
     use_saved = FLAGS.resume or (FLAGS.step != "all" and not FLAGS["config"].present)
+    overrides = list(FLAGS.set)
+    if FLAGS.sync_bn is not None:
+        overrides.append(f"model.sync_bn={str(FLAGS.sync_bn).lower()}")
     try:
-        config = resolve_config(FLAGS.config, FLAGS.set, pretrained=FLAGS.pretrained,
+        # First: multi-worker and TPU strategies must exist before TensorFlow runs any op.
+        strategy = make_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu)
+        config = resolve_config(FLAGS.config, overrides, pretrained=FLAGS.pretrained,
                                 label_fraction=FLAGS.label_fraction,
                                 labels_per_class=FLAGS.labels_per_class,
                                 model_dir=FLAGS.model_dir, use_saved=use_saved,
                                 align=FLAGS.step != "pseudo_label")
         summary = run_semisup(config, FLAGS.model_dir, step=FLAGS.step, resume=FLAGS.resume,
-                              teacher=FLAGS.teacher, pseudo_labels=FLAGS.pseudo_labels)
-    except (ConfigError, DataError, PseudoLabelError, RunDirError, NonFiniteLossError) as err:
+                              teacher=FLAGS.teacher, pseudo_labels=FLAGS.pseudo_labels,
+                              strategy=strategy)
+    except (ConfigError, DataError, PseudoLabelError, RunDirError, NonFiniteLossError,
+            StrategyError) as err:
         logging.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -109,8 +125,9 @@ def main(argv):
         if key in summary:
             parts.append(f"{label} {summary[key]:.4f}")
     line = "; ".join(parts) or "nothing measured"
-    logging.info("done: %s (%s)", line, Path(FLAGS.model_dir) / "metrics.json")
-    print(line)
+    if is_chief(strategy):
+        logging.info("done: %s (%s)", line, Path(FLAGS.model_dir) / "metrics.json")
+        print(line)
 
 
 if __name__ == "__main__":

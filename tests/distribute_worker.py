@@ -3,6 +3,7 @@
     python tests/distribute_worker.py ntxent
     python tests/distribute_worker.py pretrain --variant=ds [--dtype=float64] [--sync_bn=1]
     python tests/distribute_worker.py trades [--dtype=float64] [--sync_bn=1]
+    python tests/distribute_worker.py semisup [--dtype=float64] [--sync_bn=1]
 
 TensorFlow's devices can be configured only once per process, before it initialises, and pytest
 runs every test file in one process: ``tests/test_distribute.py`` therefore runs this script in a
@@ -12,7 +13,10 @@ subprocess. The last line of stdout is a JSON report.
 one device (the default strategy) and under ``MirroredStrategy`` over the two logical CPUs (each
 replica gets half of every batch) - and reports the largest differences of the logged losses and
 of every weight (trainable ones, and the BN moving statistics). ``trades`` does the same for
-TRADES fine-tuning (AFF: the normal-start KL attack, then CE + beta * KL with training-mode BN). ``--dtype=float64`` runs the
+TRADES fine-tuning (AFF: the normal-start KL attack, then CE + beta * KL with training-mode BN)
+and ``semisup`` for the semi-supervised student (PGD on the label / pseudo-label from the uniform
+start, then CE + distillation + TRADES KL on mixed labelled and unlabelled batches).
+``--dtype=float64`` runs the
 models in float64: a width-4 ResNet-18 on a few images turns float32 rounding (different
 summation orders on 1 and 2 devices) into visible weight differences within a step or two (a
 relative 1e-6 nudge of its weights moves a step's update by ~1e-3 on one device alone), which
@@ -131,6 +135,28 @@ def _weight_diffs(model_a, model_b, initial) -> dict:
     return {"max_weight_diff": worst, "worst_weight": name, "weights_moved": moved}
 
 
+def _fit(model, dataset, steps: int):
+    """One epoch of ``steps`` steps: (the last logged values, seconds)."""
+    tic = time.time()
+    history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0).history
+    return {k: float(v[-1]) for k, v in history.items()}, time.time() - tic
+
+
+def _compare(train, **settings) -> dict:
+    """``train(strategy, initial)`` -> (model, logs, initial weights, seconds) on one device,
+    then under MirroredStrategy from the same weights; the report of their differences (the
+    losses compared are the logged values whose name ends in ``loss``)."""
+    single, single_logs, initial, single_s = train(tf.distribute.get_strategy())
+    strategy = _mirrored()
+    mirrored, mirrored_logs, _, mirrored_s = train(strategy, initial)
+    loss_diffs = {k: abs(single_logs[k] - mirrored_logs[k]) for k in single_logs}
+    return {**settings, "replicas": strategy.num_replicas_in_sync,
+            "single_logs": single_logs, "mirrored_logs": mirrored_logs,
+            "max_loss_diff": max(loss_diffs[k] for k in loss_diffs if k.endswith("loss")),
+            "loss_diffs": loss_diffs, "seconds": {"single": single_s, "mirrored": mirrored_s},
+            **_weight_diffs(single, mirrored, initial)}
+
+
 def pretrain(variant: str, sync_bn: bool, steps: int, batch_size: int, dtype: str,
              attack_steps: int, image_size: int = 32) -> dict:
     from acl_tf.augment import make_pretrain_dataset
@@ -160,21 +186,11 @@ def pretrain(variant: str, sync_bn: bool, steps: int, batch_size: int, dtype: st
         start = [w.numpy() for w in model.weights]
         dataset = make_pretrain_dataset(data.images, data.labels, batch_size=batch_size,
                                         config=config.augment, seed=config.seed, epoch=0)
-        tic = time.time()
-        history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0).history
-        return model, {k: float(v[-1]) for k, v in history.items()}, start, time.time() - tic
+        logs, seconds = _fit(model, dataset, steps)
+        return model, logs, start, seconds
 
-    single, single_logs, initial, single_s = train(tf.distribute.get_strategy())
-    strategy = _mirrored()
-    mirrored, mirrored_logs, _, mirrored_s = train(strategy, initial)
-    loss_diffs = {k: abs(single_logs[k] - mirrored_logs[k]) for k in single_logs}
-    return {"variant": variant, "sync_bn": sync_bn, "dtype": dtype, "steps": steps,
-            "batch_size": batch_size, "attack_steps": attack_steps,
-            "replicas": strategy.num_replicas_in_sync,
-            "single_logs": single_logs, "mirrored_logs": mirrored_logs,
-            "max_loss_diff": max(loss_diffs[k] for k in loss_diffs if k.endswith("loss")),
-            "loss_diffs": loss_diffs, "seconds": {"single": single_s, "mirrored": mirrored_s},
-            **_weight_diffs(single, mirrored, initial)}
+    return _compare(train, variant=variant, sync_bn=sync_bn, dtype=dtype, steps=steps,
+                    batch_size=batch_size, attack_steps=attack_steps)
 
 
 def trades(sync_bn: bool, steps: int, batch_size: int, dtype: str, attack_steps: int) -> dict:
@@ -204,26 +220,55 @@ def trades(sync_bn: bool, steps: int, batch_size: int, dtype: str, attack_steps:
         start = [w.numpy() for w in model.weights]
         dataset = make_finetune_dataset(data.images, data.labels, batch_size=batch_size,
                                         seed=config.seed, epoch=0, drop_remainder=True)
-        tic = time.time()
-        history = model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0).history
-        return model, {k: float(v[-1]) for k, v in history.items()}, start, time.time() - tic
+        logs, seconds = _fit(model, dataset, steps)
+        return model, logs, start, seconds
 
-    single, single_logs, initial, single_s = train(tf.distribute.get_strategy())
-    strategy = _mirrored()
-    mirrored, mirrored_logs, _, mirrored_s = train(strategy, initial)
-    loss_diffs = {k: abs(single_logs[k] - mirrored_logs[k]) for k in single_logs}
-    return {"mode": "aff", "sync_bn": sync_bn, "dtype": dtype, "steps": steps,
-            "batch_size": batch_size, "attack_steps": attack_steps,
-            "replicas": strategy.num_replicas_in_sync,
-            "single_logs": single_logs, "mirrored_logs": mirrored_logs,
-            "max_loss_diff": loss_diffs["loss"], "loss_diffs": loss_diffs,
-            "seconds": {"single": single_s, "mirrored": mirrored_s},
-            **_weight_diffs(single, mirrored, initial)}
+    return _compare(train, mode="aff", sync_bn=sync_bn, dtype=dtype, steps=steps,
+                    batch_size=batch_size, attack_steps=attack_steps)
+
+
+def semisup(sync_bn: bool, steps: int, batch_size: int, dtype: str, attack_steps: int) -> dict:
+    from acl_tf.attacks import PGDConfig
+    from acl_tf.data import load
+    from acl_tf.models import Classifier, build_encoder, set_synchronized_bn
+    from acl_tf.training.semisup_trainer import SemisupStudent
+
+    keras.config.set_dtype_policy(dtype)
+    data = load(str(SAMPLE_DIR), "train", limit=batch_size * steps)
+    rng = np.random.default_rng(0)
+    n = len(data)
+    # 3 of every 8 images labelled (first in each batch, as the student's batches are), the
+    # others with soft pseudo-labels only.
+    is_labelled = np.tile(np.arange(batch_size) < 3 * batch_size // 8, steps)
+    targets = rng.dirichlet(np.ones(10), size=n)
+    batches = {"images": data.to_float().astype(dtype), "targets": targets.astype(dtype),
+               "labels": np.where(is_labelled, data.labels, -1).astype(np.int64),
+               "is_labelled": is_labelled}
+
+    def train(strategy, initial=None):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            classifier = Classifier(build_encoder("resnet18", 4, dual_bn=True), 10,
+                                    branch="adv", freeze_encoder=False, name="classifier")
+            set_synchronized_bn(classifier, sync_bn)
+            model = SemisupStudent(classifier, beta=6.0, seed=0,
+                                   attack=PGDConfig(steps=attack_steps, random_start="uniform"))
+            model(np.zeros((2, 32, 32, 3), dtype), training=False)
+            model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        if initial is not None:
+            model.set_weights(initial)
+        start = [w.numpy() for w in model.weights]
+        dataset = tf.data.Dataset.from_tensor_slices(batches).batch(batch_size, drop_remainder=True)
+        logs, seconds = _fit(model, dataset.map(lambda b: (b,)), steps)
+        return model, logs, start, seconds
+
+    return _compare(train, mode="semisup", sync_bn=sync_bn, dtype=dtype, steps=steps,
+                    batch_size=batch_size, attack_steps=attack_steps)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["ntxent", "pretrain", "trades"])
+    parser.add_argument("mode", choices=["ntxent", "pretrain", "trades", "semisup"])
     parser.add_argument("--variant", default="ds")
     parser.add_argument("--sync_bn", type=int, default=1,
                         help="0: the 2-replica model normalises with per-replica statistics.")
@@ -236,9 +281,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.mode == "ntxent":
         report = ntxent()
-    elif args.mode == "trades":
-        report = trades(bool(args.sync_bn), args.steps, args.batch_size, args.dtype,
-                        args.attack_steps)
+    elif args.mode in ("trades", "semisup"):
+        run = trades if args.mode == "trades" else semisup
+        report = run(bool(args.sync_bn), args.steps, args.batch_size, args.dtype,
+                     args.attack_steps)
     else:
         report = pretrain(args.variant, bool(args.sync_bn), args.steps, args.batch_size,
                           args.dtype, args.attack_steps, args.image_size)

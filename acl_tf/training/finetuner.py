@@ -30,7 +30,8 @@ import keras
 import tensorflow as tf
 
 from acl_tf import distribute
-from acl_tf.attacks import PGDConfig, model_loss_fn, pgd_linf, replica_random_init
+from acl_tf.attacks import (PGDConfig, model_loss_fn, pgd_linf, replica_random_init,
+                            step_seed)
 from acl_tf.losses import cross_entropy, trades_kl, trades_loss
 
 MODES = ("aff", "alf", "slf")
@@ -102,11 +103,6 @@ class Finetuner(distribute.MultiWorkerFitMixin, keras.Model):
         return self.classifier(images, training=training, branch=branch)
 
     # -- attacks -------------------------------------------------------------------------------
-    def _attack_seed(self):
-        """The step's stateless seed, the same on every replica."""
-        step = tf.cast(self.optimizer.iterations, tf.int64)
-        return tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003, step])
-
     def adversarial_examples(self, images, labels, seed=None):
         """x' of the training attack (inference-mode BN on the classifier's branch).
 
@@ -148,7 +144,8 @@ class Finetuner(distribute.MultiWorkerFitMixin, keras.Model):
     def train_step(self, data):
         images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         # The attack must not see the tape: it runs first, in inference mode.
-        x_adv = (self.adversarial_examples(images, labels, self._attack_seed())
+        x_adv = (self.adversarial_examples(images, labels,
+                                           step_seed(self.seed, self.optimizer.iterations))
                  if self.mode != "slf" else None)
         with tf.GradientTape() as tape:
             loss, logits, logits_adv = self.compute_step(images, labels, x_adv)

@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from acl_tf import distribute
-from acl_tf.attacks import PGDConfig, pgd_linf, replica_random_init
+from acl_tf.attacks import PGDConfig, pgd_linf, replica_random_init, step_seed
 from acl_tf.losses import nt_xent_cross_replica
 
 VARIANTS = ("s2s", "a2a", "a2s", "ds")
@@ -103,11 +103,6 @@ class ACLPretrainer(distribute.MultiWorkerFitMixin, keras.Model):
         z_a, z_b = tf.split(z, 2, axis=0)
         return nt_xent_cross_replica(z_a, z_b, self.temperature, return_accuracy=True)
 
-    def _attack_seed(self):
-        """The step's stateless seed, the same on every replica."""
-        step = tf.cast(self.optimizer.iterations, tf.int64)
-        return tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003, step])
-
     def _pgd(self, loss_fn, x, groups, seed):
         """PGD from the replica-independent random start; unrolled when the loss all-gathers."""
         start = replica_random_init(x, self.attack, seed, groups=groups)
@@ -130,7 +125,7 @@ class ACLPretrainer(distribute.MultiWorkerFitMixin, keras.Model):
         Returns the stacked adversarial pair [2B, ...] for a2a/ds, or the adversarial first view
         [B, ...] for a2s.
         """
-        seed = self._attack_seed()
+        seed = step_seed(self.seed, self.optimizer.iterations)
         if self.variant == "a2s":
             z_clean = tf.stop_gradient(self(view2, training=False, branch="normal"))
 

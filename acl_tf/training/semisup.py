@@ -41,10 +41,11 @@ import tensorflow as tf
 from absl import logging
 
 from acl_tf import data as data_lib
+from acl_tf import distribute
 from acl_tf.attacks import PGDConfig
 from acl_tf.augment import make_finetune_dataset
 from acl_tf.config import ConfigError, SemisupConfig, write_config
-from acl_tf.models import Classifier
+from acl_tf.models import Classifier, set_synchronized_bn
 from acl_tf.pseudo_labels import (PseudoLabelError, PseudoLabels, load_pseudo_labels,
                                   make_pseudo_labels, save_pseudo_labels)
 from acl_tf.training.finetune import align_model_config, build_optimizer, load_encoder, load_split
@@ -258,31 +259,62 @@ def _load_test(config: SemisupConfig):
 
 
 def _build_classifier(config: SemisupConfig, branch: str) -> Classifier:
-    """The pre-trained encoder (or a random one) with a zero-initialised linear layer."""
+    """The pre-trained encoder (or a random one) with a zero-initialised linear layer (call in
+    the strategy's scope)."""
     classifier = Classifier(load_encoder(config), config.data.num_classes, branch=branch,
                             freeze_encoder=False, name="classifier")
+    if config.model.sync_bn:  # cross-replica batch statistics (a saved encoder has none)
+        set_synchronized_bn(classifier)
     size = config.data.image_size
     classifier(np.zeros((2, size, size, 3), np.float32), training=False)
     return classifier
 
 
+def _strategy(strategy) -> tf.distribute.Strategy:
+    if strategy is None or isinstance(strategy, str):
+        return distribute.make_strategy(strategy or "default")
+    return strategy
+
+
+def _check_replica_batch(strategy, batch_size: int, what: str) -> None:
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ConfigError(f"{what} ({batch_size}) must be a multiple of the {replicas} replicas "
+                          "(it is the global batch, split evenly).")
+
+
 # -- step ii: the teacher ------------------------------------------------------------------------
 def run_teacher(config: SemisupConfig, model_dir, resume: bool = False,
-                callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto") -> dict:
-    """Trains, selects and tests the teacher in ``model_dir/teacher``; returns its metrics."""
+                callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto",
+                strategy=None, resume_dir=None) -> dict:
+    """Trains, selects and tests the teacher in ``model_dir/teacher``; returns its metrics.
+
+    ``strategy``: a ``tf.distribute.Strategy`` or its name (None: the default). On several
+    replicas every batch is full (the last partial one is dropped) so that it splits evenly.
+    ``resume_dir``: the run directory a resumed run starts from (default ``model_dir``; a
+    non-chief worker writes into a temporary ``model_dir``).
+    """
+    strategy = _strategy(strategy)
+    tcfg = config.teacher
+    _check_replica_batch(strategy, tcfg.batch_size, "teacher.batch_size")
     model_dir = Path(model_dir)
     run_dir = prepare_run_dir(model_dir / TEACHER_DIR, config, resume)
     keras.utils.set_random_seed(config.seed)
     full, split = _load_train(config)
     labelled, val = full.take(split.labelled), full.take(split.validation)
-    tcfg = config.teacher
-    steps = math.ceil(len(labelled) / tcfg.batch_size)
+    even = strategy.num_replicas_in_sync > 1
+    steps = (len(labelled) // tcfg.batch_size if even
+             else math.ceil(len(labelled) / tcfg.batch_size))
+    if steps == 0:
+        raise ConfigError(f"teacher.batch_size {tcfg.batch_size} exceeds the {len(labelled)} "
+                          "labelled images; lower it.")
     logging.info("teacher: standard training (%s BN) on %d labelled images (%d steps/epoch), "
                  "validating on %d", TEACHER_BRANCH, len(labelled), steps, len(val))
 
-    classifier = _build_classifier(config, TEACHER_BRANCH)
-    model = TeacherTrainer(classifier)
-    model.compile(optimizer=build_optimizer(tcfg, steps))
+    with strategy.scope():
+        classifier = _build_classifier(config, TEACHER_BRANCH)
+        model = TeacherTrainer(classifier)
+        model.compile(optimizer=build_optimizer(tcfg, steps))
     selection = ModelSelection(
         classifier, val.images, val.labels, _NO_ATTACK, run_dir, select_by="clean",
         batch_size=config.eval_batch_size, seed=config.seed,
@@ -292,9 +324,10 @@ def run_teacher(config: SemisupConfig, model_dir, resume: bool = False,
     def make_dataset(epoch):
         return make_finetune_dataset(labelled.images, labelled.labels,
                                      batch_size=tcfg.batch_size, seed=config.seed, epoch=epoch,
-                                     augment=tcfg.augment)
+                                     augment=tcfg.augment, drop_remainder=even)
 
     fit_epochs(model, make_dataset, model_dir=run_dir, epochs=tcfg.epochs,
+               resume_dir=Path(resume_dir) / TEACHER_DIR if resume_dir else None,
                steps_per_epoch=steps, images_per_step=tcfg.batch_size,
                log_every=config.log_every_steps, keep_checkpoints=config.keep_checkpoints,
                resume=resume, callbacks=[commit, *callbacks], metric_callbacks=[measure],
@@ -394,8 +427,15 @@ def _export(classifier, run_dir: Path) -> Optional[str]:
 
 
 def run_student(config: SemisupConfig, model_dir, pseudo_labels=None, resume: bool = False,
-                callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto") -> dict:
-    """Adversarially trains, selects, tests and exports the student in ``model_dir/student``."""
+                callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto",
+                strategy=None, resume_dir=None) -> dict:
+    """Adversarially trains, selects, tests and exports the student in ``model_dir/student``.
+
+    ``strategy`` and ``resume_dir``: as for :func:`run_teacher` (student batches are always
+    full: labelled and unlabelled images in fixed numbers).
+    """
+    strategy = _strategy(strategy)
+    _check_replica_batch(strategy, config.student.batch_size, "student.batch_size")
     model_dir = Path(model_dir)
     source = Path(pseudo_labels) if pseudo_labels else model_dir / PSEUDO_LABEL_FILE
     pseudo = load_pseudo_labels(source)
@@ -429,11 +469,13 @@ def run_student(config: SemisupConfig, model_dir, pseudo_labels=None, resume: bo
                  "images %.4f", STUDENT_BRANCH, len(split.labelled), len(split.unlabelled), n_l,
                  n_u, steps, pseudo.accuracy(pseudo.is_unlabelled))
 
-    classifier = _build_classifier(config, STUDENT_BRANCH)
-    model = SemisupStudent(classifier, alpha=scfg.alpha, temperature=config.temperature,
-                           beta=scfg.beta, attack=scfg.attack, distill_weight=scfg.distill_weight,
-                           alpha_convention=scfg.alpha_convention, seed=config.seed)
-    model.compile(optimizer=build_optimizer(scfg, steps))
+    with strategy.scope():
+        classifier = _build_classifier(config, STUDENT_BRANCH)
+        model = SemisupStudent(classifier, alpha=scfg.alpha, temperature=config.temperature,
+                               beta=scfg.beta, attack=scfg.attack,
+                               distill_weight=scfg.distill_weight,
+                               alpha_convention=scfg.alpha_convention, seed=config.seed)
+        model.compile(optimizer=build_optimizer(scfg, steps))
     selection = ModelSelection(
         classifier, val.images, val.labels, config.eval_attack, run_dir,
         select_by=scfg.select_by, batch_size=config.eval_batch_size, seed=config.seed,
@@ -449,6 +491,7 @@ def run_student(config: SemisupConfig, model_dir, pseudo_labels=None, resume: bo
         return dataset
 
     fit_epochs(model, make_dataset, model_dir=run_dir, epochs=scfg.epochs, steps_per_epoch=steps,
+               resume_dir=Path(resume_dir) / STUDENT_DIR if resume_dir else None,
                images_per_step=scfg.batch_size, log_every=config.log_every_steps,
                keep_checkpoints=config.keep_checkpoints, resume=resume,
                callbacks=[commit, *callbacks], metric_callbacks=[measure], verbose=verbose)
@@ -486,7 +529,7 @@ def run_student(config: SemisupConfig, model_dir, pseudo_labels=None, resume: bo
 # -- the routine ---------------------------------------------------------------------------------
 def run_semisup(config: SemisupConfig, model_dir, step: str = "all", resume: bool = False,
                 teacher: Optional[str] = None, pseudo_labels: Optional[str] = None,
-                verbose="auto") -> dict:
+                verbose="auto", strategy=None) -> dict:
     """Runs one step or the whole routine into ``model_dir``; returns ``OUT/metrics.json``.
 
     Args:
@@ -499,6 +542,10 @@ def run_semisup(config: SemisupConfig, model_dir, step: str = "all", resume: boo
             ``OUT/teacher/best.keras``.
         pseudo_labels: with ``step="student"``, a pseudo-label ``.npz`` other than
             ``OUT/pseudo_labels.npz``.
+        strategy: a ``tf.distribute.Strategy`` or its name (None: the default). In a
+            multi-worker job the chief writes ``OUT``; every other worker runs the same steps
+            into a temporary directory (its teacher, pseudo-labels and student equal the
+            chief's) and reads only finished results of earlier runs from ``OUT``.
     """
     step = check_step(step)
     if teacher and step != "pseudo_label":
@@ -507,24 +554,40 @@ def run_semisup(config: SemisupConfig, model_dir, step: str = "all", resume: boo
         raise ConfigError("--pseudo_labels is an input of --step=student only.")
     if step != "pseudo_label":   # labelling needs the teacher only, not the pre-trained encoder
         config = align_model_config(config)
+    strategy = _strategy(strategy)
     model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    write_config(config, model_dir / "config.json")
+    if distribute.is_chief(strategy):
+        model_dir.mkdir(parents=True, exist_ok=True)
+        write_config(config, model_dir / "config.json")
+    with distribute.task_write_dir(model_dir, strategy) as out:
+        _run_steps(config, model_dir, out, step, resume, teacher, pseudo_labels, verbose,
+                   strategy)
+        return read_summary(out)
+
+
+def _run_steps(config, model_dir: Path, out: Path, step, resume, teacher, pseudo_labels,
+               verbose, strategy) -> None:
+    """The steps of :func:`run_semisup`, writing into ``out`` (``model_dir`` on the chief)."""
+    def earlier(path: Path) -> Path:   # this process's own result, else the chief's earlier one
+        return out / path if (out / path).exists() else model_dir / path
+
     skip = resume and step == "all"
     if step in ("all", "teacher"):
         if skip and _finished(model_dir / TEACHER_DIR):
             logging.info("teacher already finished in %s: skipped", model_dir / TEACHER_DIR)
         else:
-            run_teacher(config, model_dir, resume=resume, verbose=verbose)
+            run_teacher(config, out, resume=resume, verbose=verbose, strategy=strategy,
+                        resume_dir=model_dir)
     if step in ("all", "pseudo_label"):
         if skip and (model_dir / PSEUDO_LABEL_FILE).exists():
             logging.info("%s exists: skipped", model_dir / PSEUDO_LABEL_FILE)
         else:
-            run_pseudo_label(config, model_dir, teacher=teacher)
+            run_pseudo_label(config, out,
+                             teacher=teacher or earlier(Path(TEACHER_DIR) / "best.keras"))
     if step in ("all", "student"):
         if resume and _finished(model_dir / STUDENT_DIR):
             logging.info("student already finished in %s: skipped", model_dir / STUDENT_DIR)
         else:
-            run_student(config, model_dir, pseudo_labels=pseudo_labels, resume=resume,
-                        verbose=verbose)
-    return read_summary(model_dir)
+            run_student(config, out, pseudo_labels=pseudo_labels or earlier(
+                Path(PSEUDO_LABEL_FILE)), resume=resume, verbose=verbose, strategy=strategy,
+                resume_dir=model_dir)

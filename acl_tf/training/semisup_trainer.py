@@ -21,7 +21,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from acl_tf.attacks import PGDConfig, model_loss_fn, pgd_linf
+from acl_tf import distribute
+from acl_tf.attacks import PGDConfig, model_loss_fn, pgd_linf, replica_random_init, step_seed
 from acl_tf.losses import (ALPHA_CONVENTIONS, SEMISUP_TERMS, cross_entropy,
                            semisup_student_loss)
 
@@ -32,8 +33,7 @@ BATCH_KEYS = ("images", "labels", "targets", "is_labelled")
 def _scaled_loss(model: keras.Model, loss):
     """The loss to differentiate (call inside the tape): Keras sums the gradients of replicas
     under tf.distribute, so the per-replica mean is divided by their number."""
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return model.optimizer.scale_loss(loss / replicas)
+    return model.optimizer.scale_loss(loss / distribute.num_replicas())
 
 
 def _apply_gradients(model: keras.Model, tape: tf.GradientTape, scaled) -> None:
@@ -47,7 +47,7 @@ def _apply_gradients(model: keras.Model, tape: tf.GradientTape, scaled) -> None:
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")
-class TeacherTrainer(keras.Model):
+class TeacherTrainer(distribute.MultiWorkerFitMixin, keras.Model):
     """Standard (clean, cross-entropy) training of every layer of ``classifier``.
 
     ``fit`` takes batches ``(images, labels)`` (float32 in [0, 1], int). Logged: ``loss``, ``acc``.
@@ -74,7 +74,7 @@ class TeacherTrainer(keras.Model):
         _apply_gradients(self, tape, scaled)
         self.loss_tracker.update_state(loss)
         self.acc_tracker.update_state(labels, logits)
-        return {m.name: m.result() for m in self.metrics}
+        return distribute.step_outputs({m.name: m.result() for m in self.metrics})
 
     @property
     def metrics(self):
@@ -92,7 +92,7 @@ class TeacherTrainer(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")
-class SemisupStudent(keras.Model):
+class SemisupStudent(distribute.MultiWorkerFitMixin, keras.Model):
     """Adversarial training of ``classifier`` on labelled + pseudo-labelled images.
 
     Args:
@@ -101,7 +101,8 @@ class SemisupStudent(keras.Model):
             :func:`acl_tf.losses.semisup_student_loss`.
         temperature: T of the soft pseudo-labels and of the distillation terms.
         attack: :class:`PGDConfig` (or dict) of the training attack (PGD-10, uniform start).
-        seed: seed of the attack's random start (folded with the step counter and the replica).
+        seed: seed of the attack's random start (folded with the step counter; the same on every
+            replica, so N replicas start from the points one device would).
 
     ``fit`` takes dict batches with :data:`BATCH_KEYS`: ``images`` float32 [B, H, W, 3] in
     [0, 1], ``labels`` int64 [B] (true labels of labelled images, -1 elsewhere), ``targets``
@@ -152,18 +153,18 @@ class SemisupStudent(keras.Model):
         pseudo = tf.argmax(targets, axis=-1, output_type=tf.int64)
         return tf.where(tf.cast(is_labelled, tf.bool), tf.cast(labels, tf.int64), pseudo)
 
-    def _attack_seed(self):
-        step = tf.cast(self.optimizer.iterations, tf.int64)
-        replica = tf.distribute.get_replica_context()
-        replica_id = tf.cast(replica.replica_id_in_sync_group if replica else 0, tf.int64)
-        return tf.stack([tf.constant(self.seed, tf.int64) * 1_000_003 + replica_id, step])
-
     def adversarial_examples(self, images, attack_targets, seed=None):
-        """PGD on the summed cross-entropy of ``attack_targets`` (inference-mode BN)."""
+        """PGD on the summed cross-entropy of ``attack_targets`` (inference-mode BN).
+
+        ``seed``: stateless seed [2] of the random start, the same on every replica (see
+        :func:`acl_tf.attacks.step_seed`); None: the global generator."""
         loss_fn = model_loss_fn(self.classifier,
                                 lambda logits: cross_entropy(attack_targets, logits, "sum"),
                                 branch=self.branch)
-        return pgd_linf(loss_fn, images, self.attack, seed=seed)
+        if seed is None:
+            return pgd_linf(loss_fn, images, self.attack)
+        return pgd_linf(loss_fn, images, self.attack,
+                        x_start=replica_random_init(images, self.attack, seed))
 
     def compute_loss_terms(self, batch, x_adv):
         """``(loss, terms, logits, logits_adv)`` of one batch with adversarial images ``x_adv``."""
@@ -184,7 +185,8 @@ class SemisupStudent(keras.Model):
                              f"missing {missing}.")
         targets = self.attack_targets(batch["labels"], batch["targets"], batch["is_labelled"])
         # The attack must not see the tape: it runs first, in inference mode.
-        x_adv = self.adversarial_examples(batch["images"], targets, self._attack_seed())
+        x_adv = self.adversarial_examples(batch["images"], targets,
+                                          step_seed(self.seed, self.optimizer.iterations))
         with tf.GradientTape() as tape:
             loss, terms, logits, logits_adv = self.compute_loss_terms(batch, x_adv)
             scaled = _scaled_loss(self, loss)
@@ -194,7 +196,7 @@ class SemisupStudent(keras.Model):
             tracker.update_state(terms[tracker.name])
         self.acc_tracker.update_state(targets, logits)
         self.adv_acc_tracker.update_state(targets, logits_adv)
-        return {m.name: m.result() for m in self.metrics}
+        return distribute.step_outputs({m.name: m.result() for m in self.metrics})
 
     @property
     def metrics(self):
