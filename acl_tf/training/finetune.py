@@ -242,7 +242,7 @@ def _train_select_test(config, model, train, val, count, model_dir, write_dir, r
     best = keras.saving.load_model(write_dir / "best.keras", compile=False)
     record = selection.record
     if config.evaluate_test and "test" not in record:
-        test = load_split(config, config.data.test_split)
+        test = load_split(config, config.data.test_split, config.test_limit)
         result = validation_accuracy(best, test.images, test.labels, config.eval_attack,
                                      batch_size=config.eval_batch_size, seed=config.seed)
         logging.info("best.keras (epoch %d) on %d test images: accuracy %.4f, PGD-%d "
