@@ -365,7 +365,7 @@ class FinetuneConfig:
     drop_remainder: bool = False          # PyTorch's DataLoader keeps the last partial batch
     select_by: str = "robust"             # robust | clean
     evaluate_test: bool = True            # clean + eval_attack accuracy of best.keras on test
-    test_limit: Optional[int] = None      # evaluate on the first N test images (null: all)
+    test_limit: Optional[int] = None      # test on N images, N/classes per class (null: all)
     export: bool = True                   # export best.keras to model_dir/saved_model/<version>
     seed: int = 0
     log_every_steps: int = 50
@@ -390,8 +390,11 @@ class FinetuneConfig:
                               f"{self.data.num_classes}, got {self.val_size}.")
         if self.trades_beta < 0:
             raise ConfigError(f"trades_beta must be >= 0, got {self.trades_beta}.")
-        if self.test_limit is not None and self.test_limit < 1:
-            raise ConfigError(f"test_limit must be positive or null, got {self.test_limit}.")
+        if self.test_limit is not None and (self.test_limit < 1
+                                            or self.test_limit % self.data.num_classes):
+            raise ConfigError(f"test_limit must be a positive multiple of data.num_classes="
+                              f"{self.data.num_classes} (a class-balanced subset) or null, got "
+                              f"{self.test_limit}.")
 
     @property
     def freeze_encoder(self) -> bool:

@@ -281,6 +281,29 @@ def test_model_selection_keeps_the_best_epoch(tmp_path):
 
 
 # -- configs -----------------------------------------------------------------------------------
+def test_test_limit_takes_a_class_balanced_subset(monkeypatch):
+    """CIFAR-10's test TFRecord is sorted by class: its first 2,000 images are classes 0-3."""
+    from acl_tf import data as data_lib
+    from acl_tf.training import finetune
+
+    labels = np.repeat(np.arange(10), 30)              # sorted by class, like the file
+    images = np.zeros((300, 32, 32, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(300) % 256
+    sorted_split = data_lib.ImageData(images=images, labels=labels, ids=np.arange(300).astype(str),
+                                      num_classes=10)
+    monkeypatch.setattr(finetune, "load_split", lambda config, split, limit=None: sorted_split)
+    config = load_config(FinetuneConfig, "finetune", "smoke", ["test_limit=50"])
+    test = finetune.load_test_split(config)
+    assert len(test) == 50 and np.bincount(test.labels, minlength=10).tolist() == [5] * 10
+    assert list(test.labels) == sorted(test.labels)     # file order kept
+    again = finetune.load_test_split(config)
+    assert np.array_equal(again.ids, test.ids)          # the same images every time
+    whole = load_config(FinetuneConfig, "finetune", "smoke", [])
+    assert len(finetune.load_test_split(whole)) == 300
+    with pytest.raises(ConfigError, match="test_limit must be a positive multiple"):
+        load_config(FinetuneConfig, "finetune", "smoke", ["test_limit=55"])
+
+
 def test_named_configs():
     paper = load_config(FinetuneConfig, "finetune", "cifar10_paper")
     assert (paper.epochs, paper.optimizer.decay_epochs, paper.batch_size) == (25, (15, 20), 128)

@@ -152,6 +152,18 @@ def load_split(config: FinetuneConfig, split: str, limit: Optional[int] = None):
                          image_size=d.image_size, num_classes=d.num_classes, limit=limit)
 
 
+def load_test_split(config: FinetuneConfig):
+    """The test split, or with ``config.test_limit`` a class-balanced random subset of it
+    (``test_limit / num_classes`` images per class, seed 0, in file order): a file's first N
+    images can be far from balanced (CIFAR-10's test TFRecord is sorted by class)."""
+    test = load_split(config, config.data.test_split)
+    if config.test_limit is None or config.test_limit >= len(test):
+        return test
+    per_class = config.test_limit // config.data.num_classes
+    return test.take(data_lib.class_balanced_indices(
+        test.labels, per_class=per_class, num_classes=config.data.num_classes, seed=0))
+
+
 def _export(classifier, model_dir: Path) -> Optional[str]:
     try:
         from acl_tf.export import export_classifier
@@ -242,7 +254,7 @@ def _train_select_test(config, model, train, val, count, model_dir, write_dir, r
     best = keras.saving.load_model(write_dir / "best.keras", compile=False)
     record = selection.record
     if config.evaluate_test and "test" not in record:
-        test = load_split(config, config.data.test_split, config.test_limit)
+        test = load_test_split(config)
         result = validation_accuracy(best, test.images, test.labels, config.eval_attack,
                                      batch_size=config.eval_batch_size, seed=config.seed)
         logging.info("best.keras (epoch %d) on %d test images: accuracy %.4f, PGD-%d "
