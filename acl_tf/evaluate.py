@@ -37,7 +37,9 @@ def define_flags():
     flags.DEFINE_string("data", None, "Data source for acl_tf.data.load (TFRecord file/dir/glob or "
                         "TFDS name); default: the config's data.source.")
     flags.DEFINE_string("split", None, "Split to evaluate (default: the config's data.test_split).")
-    flags.DEFINE_integer("limit", None, "Evaluate only the first N images of the split.")
+    flags.DEFINE_integer("limit", None, "Evaluate only the first N images of the split, in file "
+                         "order (CIFAR-10's test TFRecord is sorted by class: its first 1,000 "
+                         "images are all class 0).")
     flags.DEFINE_enum("bn", None, ["adv", "normal"], "BN branch (default: the classifier's own).")
     flags.DEFINE_list("attacks", None, "Comma list of clean, pgdK, autoattack, corruptions.")
     flags.DEFINE_string("output", None, "Path of the JSON report (report.md and the plot go beside).")

@@ -152,8 +152,11 @@ def _write_json(path: Path, value) -> None:
 
 
 def _stage_seconds(run_dir: Path) -> Optional[float]:
-    path = run_dir / STAGE_FILE
-    return json.loads(path.read_text())["seconds"] if path.exists() else None
+    """Wall seconds of a finished stage (with those of earlier records of it kept beside
+    ``STAGE_FILE`` as ``study_stage.*.json``, e.g. a first pass that was re-tested)."""
+    if not (run_dir / STAGE_FILE).exists():
+        return None
+    return sum(json.loads(p.read_text())["seconds"] for p in run_dir.glob("study_stage*.json"))
 
 
 def _finetune_row(run_dir: Path) -> Optional[dict]:
