@@ -31,8 +31,9 @@ def define_flags():
     flags.DEFINE_list("variants", None, "Variants to time, e.g. s2s,a2a,a2s,ds.")
     flags.DEFINE_integer("batch_size", None, "Source images per step (2 views each).")
     flags.DEFINE_integer("width", None, "ResNet-18 first-stage width.")
-    flags.DEFINE_enum("precision", None, ["float32", "mixed_bfloat16", "mixed_float16"],
-                      "Keras dtype policy.")
+    from acl_tf.config import BENCH_PRECISIONS
+
+    flags.DEFINE_enum("precision", None, list(BENCH_PRECISIONS), "Keras dtype policy.")
     flags.DEFINE_bool("jit_compile", None, "Compile the step with XLA.")
     flags.DEFINE_integer("steps", None, "Timed steps (the median is reported).")
     flags.DEFINE_integer("warmup_steps", None, "Untimed steps after the first (tracing) call.")

@@ -32,9 +32,9 @@ import statistics
 import time
 from typing import Callable, Optional
 
-from acl_tf.config import BenchConfig, ConfigError, PretrainConfig, load_config, to_dict
+from acl_tf.config import (BenchConfig, ConfigError, PretrainConfig, load_config, to_dict,
+                           write_json_atomic)
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 RESULT_KEYS = ("images_per_s", "views_per_s", "seconds_per_step", "peak_memory_mb")
 
 
@@ -519,10 +519,5 @@ def render_markdown(results: dict) -> str:
 
 def write_json(results: dict, path) -> None:
     """Writes the results atomically (a temporary file, then a rename)."""
-    tmp = f"{path}.tmp"
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_json_atomic(path, results, indent=2, sort_keys=True)

@@ -178,12 +178,23 @@ def load_config(cls, kind: str, name_or_path: Optional[str] = None,
     return from_dict(cls, apply_overrides(values, overrides))
 
 
+def write_text_atomic(path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename: readers never see a
+    half-written file, and a crash leaves the previous version."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path, value, indent: int = 1, sort_keys: bool = False) -> None:
+    """``value`` as JSON (and a final newline), written with :func:`write_text_atomic`."""
+    write_text_atomic(path, json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n")
+
+
 def write_config(config, path) -> None:
     """Writes the resolved config as JSON, atomically."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, to_dict(config), indent=2, sort_keys=True)
 
 
 def read_config(cls, path):

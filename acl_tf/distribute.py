@@ -47,6 +47,24 @@ def define_strategy_flags() -> None:
                       "(overrides model.sync_bn; default: the config's).")
 
 
+def resolve_strategy(strategy=None) -> tf.distribute.Strategy:
+    """``strategy`` itself, or the strategy a name (None: ``default``) stands for."""
+    if strategy is None or isinstance(strategy, str):
+        return make_strategy(strategy or "default")
+    return strategy
+
+
+def check_global_batch(strategy, batch_size: int, what: str = "batch_size") -> None:
+    """Raises ConfigError unless the global batch ``batch_size`` splits evenly over the
+    strategy's replicas."""
+    from acl_tf.config import ConfigError
+
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ConfigError(f"{what} ({batch_size}) must be a multiple of the {replicas} replicas "
+                          "(it is the global batch, split evenly).")
+
+
 def make_strategy(name: str = "default", tpu_address: Optional[str] = None,
                   devices: Optional[Sequence[str]] = None) -> tf.distribute.Strategy:
     """Builds the named distribution strategy.

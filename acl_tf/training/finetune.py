@@ -193,8 +193,7 @@ def run_finetuning(config: FinetuneConfig, model_dir, pretrained: Optional[str] 
     Returns:
         ``(finetuner, metrics)``: the trained model (last epoch) and the ``metrics.json`` record.
     """
-    if strategy is None or isinstance(strategy, str):
-        strategy = distribute.make_strategy(strategy or "default")
+    strategy = distribute.resolve_strategy(strategy)
     if pretrained is not None:
         config = dataclasses.replace(config, pretrained=str(pretrained))
     config = align_model_config(config)

@@ -10,23 +10,15 @@ TA = clean accuracy, RA = accuracy under the config's ``eval_attack`` (PGD-20). 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 from absl import logging
 
-from acl_tf.config import FinetuneConfig
+from acl_tf.config import FinetuneConfig, write_json_atomic, write_text_atomic
 from acl_tf.training.finetune import align_model_config, encoder_spec, encoder_path, run_finetuning
 
 PROTOCOLS = (("slf", "adv"), ("slf", "normal"), ("alf", "adv"), ("alf", "normal"))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def markdown_table(rows: Sequence[dict], attack_steps: int, title: str = "") -> str:
@@ -71,7 +63,7 @@ def run_linear_separability(config: FinetuneConfig, model_dir, pretrained: Optio
                      metrics["test"]["count"], "run_dir": str(run_dir)})
     summary = {"pretrained": config.pretrained, "eval_attack": dataclasses.asdict(
         config.eval_attack), "epochs": config.epochs, "rows": rows}
-    _write_atomic(model_dir / "linear_separability.json", json.dumps(summary, indent=1) + "\n")
-    _write_atomic(model_dir / "linear_separability.md",
-                  markdown_table(rows, config.eval_attack.steps, str(config.pretrained or "RI")))
+    write_json_atomic(model_dir / "linear_separability.json", summary)
+    write_text_atomic(model_dir / "linear_separability.md",
+                      markdown_table(rows, config.eval_attack.steps, str(config.pretrained or "RI")))
     return rows

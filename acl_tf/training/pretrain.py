@@ -83,12 +83,9 @@ def run_pretraining(config: PretrainConfig, model_dir, resume: bool = False,
     ``strategy``: a ``tf.distribute.Strategy``, or a name for
     :func:`acl_tf.distribute.make_strategy`; ``None`` is the current (default) strategy.
     """
-    if strategy is None or isinstance(strategy, str):
-        strategy = distribute.make_strategy(strategy or "default")
+    strategy = distribute.resolve_strategy(strategy)
     replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ConfigError(f"batch_size {config.batch_size} must be a multiple of the "
-                          f"{replicas} replicas (it is the global batch, split evenly).")
+    distribute.check_global_batch(strategy, config.batch_size)
     chief = distribute.is_chief(strategy)
     model_dir = prepare_run_dir(model_dir, config, resume, write=chief)
     keras.utils.set_random_seed(config.seed)

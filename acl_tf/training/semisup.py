@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -44,7 +43,7 @@ from acl_tf import data as data_lib
 from acl_tf import distribute
 from acl_tf.attacks import PGDConfig
 from acl_tf.augment import make_finetune_dataset
-from acl_tf.config import ConfigError, SemisupConfig, write_config
+from acl_tf.config import ConfigError, SemisupConfig, write_config, write_json_atomic
 from acl_tf.models import Classifier, set_synchronized_bn
 from acl_tf.pseudo_labels import (PseudoLabelError, PseudoLabels, load_pseudo_labels,
                                   make_pseudo_labels, save_pseudo_labels)
@@ -220,12 +219,6 @@ def make_student_dataset(images, labels, targets, labelled, unlabelled, *, batch
 
 
 # -- files ---------------------------------------------------------------------------------------
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def read_summary(model_dir) -> dict:
     """``OUT/metrics.json`` (empty if no step has finished yet)."""
     path = Path(model_dir) / METRICS_FILE
@@ -234,7 +227,7 @@ def read_summary(model_dir) -> dict:
 
 def _update_summary(model_dir, **fields) -> dict:
     summary = {**read_summary(model_dir), **fields}
-    _write_json(Path(model_dir) / METRICS_FILE, summary)
+    write_json_atomic(Path(model_dir) / METRICS_FILE, summary)
     return summary
 
 
@@ -270,19 +263,6 @@ def _build_classifier(config: SemisupConfig, branch: str) -> Classifier:
     return classifier
 
 
-def _strategy(strategy) -> tf.distribute.Strategy:
-    if strategy is None or isinstance(strategy, str):
-        return distribute.make_strategy(strategy or "default")
-    return strategy
-
-
-def _check_replica_batch(strategy, batch_size: int, what: str) -> None:
-    replicas = strategy.num_replicas_in_sync
-    if batch_size % replicas:
-        raise ConfigError(f"{what} ({batch_size}) must be a multiple of the {replicas} replicas "
-                          "(it is the global batch, split evenly).")
-
-
 # -- step ii: the teacher ------------------------------------------------------------------------
 def run_teacher(config: SemisupConfig, model_dir, resume: bool = False,
                 callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto",
@@ -294,9 +274,9 @@ def run_teacher(config: SemisupConfig, model_dir, resume: bool = False,
     ``resume_dir``: the run directory a resumed run starts from (default ``model_dir``; a
     non-chief worker writes into a temporary ``model_dir``).
     """
-    strategy = _strategy(strategy)
+    strategy = distribute.resolve_strategy(strategy)
     tcfg = config.teacher
-    _check_replica_batch(strategy, tcfg.batch_size, "teacher.batch_size")
+    distribute.check_global_batch(strategy, tcfg.batch_size, "teacher.batch_size")
     model_dir = Path(model_dir)
     run_dir = prepare_run_dir(model_dir / TEACHER_DIR, config, resume)
     keras.utils.set_random_seed(config.seed)
@@ -434,8 +414,8 @@ def run_student(config: SemisupConfig, model_dir, pseudo_labels=None, resume: bo
     ``strategy`` and ``resume_dir``: as for :func:`run_teacher` (student batches are always
     full: labelled and unlabelled images in fixed numbers).
     """
-    strategy = _strategy(strategy)
-    _check_replica_batch(strategy, config.student.batch_size, "student.batch_size")
+    strategy = distribute.resolve_strategy(strategy)
+    distribute.check_global_batch(strategy, config.student.batch_size, "student.batch_size")
     model_dir = Path(model_dir)
     source = Path(pseudo_labels) if pseudo_labels else model_dir / PSEUDO_LABEL_FILE
     pseudo = load_pseudo_labels(source)
@@ -554,7 +534,7 @@ def run_semisup(config: SemisupConfig, model_dir, step: str = "all", resume: boo
         raise ConfigError("--pseudo_labels is an input of --step=student only.")
     if step != "pseudo_label":   # labelling needs the teacher only, not the pre-trained encoder
         config = align_model_config(config)
-    strategy = _strategy(strategy)
+    strategy = distribute.resolve_strategy(strategy)
     model_dir = Path(model_dir)
     if distribute.is_chief(strategy):
         model_dir.mkdir(parents=True, exist_ok=True)

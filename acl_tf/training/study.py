@@ -32,7 +32,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from acl_tf.config import (FinetuneConfig, PretrainConfig, StudyConfig, load_config, to_dict)
+from acl_tf.config import (FinetuneConfig, PretrainConfig, StudyConfig, load_config, to_dict,
+                           write_json_atomic, write_text_atomic)
 from acl_tf.training.finetune import run_finetuning
 from acl_tf.training.linear_separability import PROTOCOLS, run_linear_separability
 from acl_tf.training.pretrain import run_pretraining
@@ -103,12 +104,8 @@ def _run_stage(stage: Stage, study_dir: Path, verbose) -> None:
     encoder = str(study_dir / stage.encoder) if stage.encoder else None
     if stage.kind == "pretrain":
         run_pretraining(stage.config, run_dir, resume=True, verbose=verbose)
-    elif stage.kind == "finetune":
-        config = stage.config
-        if encoder is None:  # random init: nothing to align with
-            run_finetuning(config, run_dir, resume=True, verbose=verbose)
-        else:
-            run_finetuning(config, run_dir, pretrained=encoder, resume=True, verbose=verbose)
+    elif stage.kind == "finetune":  # encoder None: random init (the config has no encoder)
+        run_finetuning(stage.config, run_dir, pretrained=encoder, resume=True, verbose=verbose)
     elif stage.kind == "linear":
         run_linear_separability(stage.config, run_dir, pretrained=encoder, resume=True)
     else:
@@ -122,7 +119,7 @@ def run_study(config: StudyConfig, study_dir, report_dir=None, verbose=2,
     study_dir = Path(study_dir)
     report_dir = Path(report_dir) if report_dir is not None else study_dir
     study_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(study_dir / "study_config.json", to_dict(config))
+    write_json_atomic(study_dir / "study_config.json", to_dict(config))
     stages = plan(config)
     report = write_report(config, study_dir, report_dir)
     for i, stage in enumerate(stages, 1):
@@ -134,7 +131,7 @@ def run_study(config: StudyConfig, study_dir, report_dir=None, verbose=2,
         resumed = (study_dir / stage.name).exists()
         _run_stage(stage, study_dir, verbose)
         seconds = time.time() - start
-        _write_json(study_dir / stage.name / STAGE_FILE,
+        write_json_atomic(study_dir / stage.name / STAGE_FILE,
                     {"seconds": round(seconds, 1), "resumed": resumed,
                      "finished": time.strftime("%Y-%m-%d %H:%M:%S %z")})
         log(f"[{i}/{len(stages)}] {stage.name}: done in {seconds / 60:.1f} min")
@@ -145,12 +142,6 @@ def run_study(config: StudyConfig, study_dir, report_dir=None, verbose=2,
 
 
 # -- the report ----------------------------------------------------------------------------------
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def _stage_seconds(run_dir: Path) -> Optional[float]:
     """Wall seconds of a finished stage (with those of earlier records of it kept beside
     ``STAGE_FILE`` as ``study_stage.*.json``, e.g. a first pass that was re-tested)."""
@@ -328,12 +319,10 @@ def write_report(config: StudyConfig, study_dir, report_dir) -> dict:
         "stages": {s.name: stage_finished(study_dir, s) for s in stages},
         "results": collect(config, study_dir),
     }
-    _write_json(report_dir / "study.json", report)
+    write_json_atomic(report_dir / "study.json", report)
     text = render_markdown(report)
     for name, draw in (("ra_per_epoch.png", plot_curves), ("ta_ra.png", plot_tradeoff)):
         if draw(report, report_dir / name):
             text += f"\n![{name}]({name})\n"
-    tmp = report_dir / "study.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, report_dir / "study.md")
+    write_text_atomic(report_dir / "study.md", text)
     return report

@@ -23,7 +23,6 @@ that the checkpoints hold.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +31,7 @@ import numpy as np
 from absl import logging
 
 from acl_tf.attacks import PGDConfig
+from acl_tf.config import write_json_atomic
 from acl_tf.training.loop import save_keras_atomic
 
 METRICS_FILE = "metrics.json"
@@ -67,12 +67,6 @@ def validation_accuracy(model, images, labels, attack: PGDConfig, branch: Option
     robust = pgd_accuracy(model, x, labels, attack, branch=branch, batch_size=batch_size,
                           seed=seed)
     return {"acc": clean.accuracy, "adv_acc": robust.accuracy, "count": len(images)}
-
-
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def read_metrics(model_dir) -> dict:
@@ -142,7 +136,7 @@ class ModelSelection:
             logging.info("epoch %d: new best %s %.4f -> best.keras", epoch, self.key,
                          values[self.key])
         self.record.update(epochs=epochs, best=best, best_epoch=best["epoch"])
-        _write_json(self.model_dir / METRICS_FILE, self.record)
+        write_json_atomic(self.model_dir / METRICS_FILE, self.record)
 
     def catch_up(self, finished_epochs: int) -> None:
         """Commits epoch ``finished_epochs`` if a crash left it uncommitted (weights restored)."""
@@ -155,7 +149,7 @@ class ModelSelection:
     def update(self, **fields) -> None:
         """Adds top-level fields (e.g. the test accuracies) to ``metrics.json``."""
         self.record.update(fields)
-        _write_json(self.model_dir / METRICS_FILE, self.record)
+        write_json_atomic(self.model_dir / METRICS_FILE, self.record)
 
     def callbacks(self):
         """(measure, commit) callbacks: pass the first in ``fit_epochs(metric_callbacks=...)``
