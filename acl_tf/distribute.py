@@ -26,11 +26,10 @@ from typing import Iterator, Optional, Sequence
 import tensorflow as tf
 from absl import logging
 
+from acl_tf.core.errors import StrategyError  # noqa: F401 (re-exported)
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
-
-class StrategyError(ValueError):
-    """A distribution strategy that cannot be built as asked."""
 
 
 def define_strategy_flags() -> None:
@@ -57,7 +56,7 @@ def resolve_strategy(strategy=None) -> tf.distribute.Strategy:
 def check_global_batch(strategy, batch_size: int, what: str = "batch_size") -> None:
     """Raises ConfigError unless the global batch ``batch_size`` splits evenly over the
     strategy's replicas."""
-    from acl_tf.config import ConfigError
+    from acl_tf.configs import ConfigError
 
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:

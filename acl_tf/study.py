@@ -1,58 +1,6 @@
-"""Reproduction study command line: the paper's Tables 3, 4, 5 and Fig. 3 at a chosen scale.
+"""``python -m acl_tf.study``: runs the command line :mod:`acl_tf.cli.study`."""
 
-    python -m acl_tf.study --config=cifar10_cpu --study_dir=runs/study --report_dir=docs/study
-    python -m acl_tf.study --config=smoke --study_dir=/tmp/study             # seconds-scale demo
-    python -m acl_tf.study --config=cifar10_cpu --study_dir=runs/study --report_only
-
-Pre-trains every variant with the same budget, fine-tunes each (and a random-init model) with AFF,
-runs the linear protocols and the BN ablation (see :mod:`acl_tf.training.study`). Rerunning the
-same command continues an interrupted study: finished runs are skipped, the interrupted one
-resumes from its last checkpoint. ``--report_dir`` (default ``--study_dir``) receives
-``study.md``, ``study.json``, ``ra_per_epoch.png`` and ``ta_ra.png`` after every run.
-"""
-
-from __future__ import annotations
-
-import sys
-
-from absl import app, flags, logging
-
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-    """Defines the command-line flags (only when run as a program)."""
-    flags.DEFINE_string("config", "cifar10_cpu", "Study config name under configs/study/ or a path.")
-    flags.DEFINE_string("study_dir", None, "Directory of the study's runs (one per stage).")
-    flags.DEFINE_string("report_dir", None, "Where the tables and plots go (default: study_dir).")
-    flags.DEFINE_bool("report_only", False, "Only re-render the report from the finished runs.")
-    flags.DEFINE_multi_string("set", [], "Study config override field=value (repeatable).")
-    flags.mark_flag_as_required("study_dir")
-
-
-def main(argv):
-    del argv
-    from acl_tf.config import ConfigError, StudyConfig, load_config
-    from acl_tf.data import DataError
-    from acl_tf.training import study
-    from acl_tf.training.loop import NonFiniteLossError, RunDirError
-
-    logging.set_verbosity(logging.INFO)
-    try:
-        config = load_config(StudyConfig, "study", FLAGS.config, FLAGS.set)
-        if FLAGS.report_only:
-            study.write_report(config, FLAGS.study_dir, FLAGS.report_dir or FLAGS.study_dir)
-        else:
-            study.run_study(config, FLAGS.study_dir, FLAGS.report_dir)
-    except (ConfigError, DataError, RunDirError, NonFiniteLossError) as err:
-        logging.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    from pathlib import Path
-
-    print((Path(FLAGS.report_dir or FLAGS.study_dir) / "study.md").read_text())
-
+from acl_tf.cli import common, study
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    common.run(study.define_flags, study.main)

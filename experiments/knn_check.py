@@ -23,10 +23,10 @@ import tensorflow as tf
 from absl import logging
 
 from acl_tf import data as data_lib
-from acl_tf.config import PretrainConfig, load_config
+from acl_tf.configs import PretrainConfig, load_config
 from acl_tf.evaluation.knn import knn_accuracy
 from acl_tf.models import build_encoder
-from acl_tf.training.pretrain import run_pretraining
+from acl_tf.tasks.pretrain import run_pretraining
 
 
 def main():

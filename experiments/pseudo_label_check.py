@@ -1,7 +1,7 @@
 """Pseudo-label accuracy with and without ACL pre-training (the diagnostic of paper Table 2).
 
 Runs steps ii and the pseudo-labelling of semi-supervised adversarial training
-(``acl_tf.training.semisup``) at a CPU scale: the first ``--train_limit`` images of
+(``acl_tf.tasks.semisup``) at a CPU scale: the first ``--train_limit`` images of
 ../shared/data/cifar10/train.tfrecord (a class-balanced ``--val_size`` hold-out, then 1% and 10%
 of the rest labelled), a width-``--width`` ResNet-18, the teacher trained from either a DS
 pre-trained encoder (``normal`` BN) or random initialisation (vanilla UAT++). Reports the
@@ -31,10 +31,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from acl_tf.config import PretrainConfig, SemisupConfig, load_config
-from acl_tf.training.pretrain import run_pretraining
-from acl_tf.training.semisup import run_semisup
-
+from acl_tf.configs import PretrainConfig, SemisupConfig, load_config
+from acl_tf.tasks.pretrain import run_pretraining
+from acl_tf.tasks.semisup import run_semisup
 
 NAMES = {"acl": "ACL DS", "none": "none (vanilla UAT++)"}
 

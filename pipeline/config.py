@@ -7,8 +7,8 @@ lines take them. Named pipeline configs are YAML files under ``configs/pipeline/
 minutes; ``cifar10`` (fine-tuning) and ``cifar10_semisup`` (1% labels) with the paper's settings.
 
 :meth:`PipelineConfig.resolve` turns the references into the library's dataclasses
-(:class:`~acl_tf.config.PretrainConfig`; :class:`~acl_tf.config.FinetuneConfig` or, in
-``semisup`` mode, :class:`~acl_tf.config.SemisupConfig`; :class:`~acl_tf.config.EvaluateConfig`),
+(:class:`~acl_tf.configs.PretrainConfig`; :class:`~acl_tf.configs.FinetuneConfig` or, in
+``semisup`` mode, :class:`~acl_tf.configs.SemisupConfig`; :class:`~acl_tf.configs.EvaluateConfig`),
 validated at pipeline construction time, so that a bad value fails before anything runs. Their
 ``data.source`` is the placeholder :data:`EXAMPLES_SOURCE`: each component reads its images from
 its input ``Examples`` artifact instead. The resolved configs travel to the components as JSON
@@ -22,8 +22,16 @@ import json
 from pathlib import Path
 from typing import Iterable, Optional
 
-from acl_tf.config import (ConfigError, EvaluateConfig, FinetuneConfig, PretrainConfig,
-                           SemisupConfig, from_dict, load_config, to_dict)
+from acl_tf.configs import (
+    ConfigError,
+    EvaluateConfig,
+    FinetuneConfig,
+    PretrainConfig,
+    SemisupConfig,
+    from_dict,
+    load_config,
+    to_dict,
+)
 
 __all__ = ["EXAMPLES_SOURCE", "MODES", "BlessingConfig", "PipelineConfig", "PipelineDataConfig",
            "ResolvedStages", "StageRef", "config_from_json", "config_to_json",

@@ -80,7 +80,7 @@ def failed_components(pipeline_root) -> list[str]:
 
 def main(argv):
     del argv
-    from acl_tf.config import ConfigError
+    from acl_tf.configs import ConfigError
 
     try:
         pipeline = build(FLAGS.config, FLAGS.set, FLAGS.pipeline_root, FLAGS.serving_dir,

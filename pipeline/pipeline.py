@@ -34,8 +34,7 @@ from pipeline.components.pseudo_label import PseudoLabel
 from pipeline.components.pusher import ServingPusher
 from pipeline.components.robust_evaluator import RobustEvaluator
 from pipeline.components.tfds_example_gen import TfdsExampleGen
-from pipeline.config import (TEST_SPLIT, TRAIN_SPLIT, PipelineConfig, config_to_json,
-                             resolve_path)
+from pipeline.config import TEST_SPLIT, TRAIN_SPLIT, PipelineConfig, config_to_json, resolve_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 COMPONENT_IDS = ("TrainExampleGen", "TestExampleGen", "Pretrain", "PseudoLabel",

@@ -51,7 +51,7 @@ def compile_pipeline(config_name, overrides, image, output, pipeline_root, servi
 
 def main(argv):
     del argv
-    from acl_tf.config import ConfigError
+    from acl_tf.configs import ConfigError
 
     try:
         path = compile_pipeline(FLAGS.config, FLAGS.set, FLAGS.image, FLAGS.output,

@@ -159,11 +159,11 @@ def _compare(train, **settings) -> dict:
 
 def pretrain(variant: str, sync_bn: bool, steps: int, batch_size: int, dtype: str,
              attack_steps: int, image_size: int = 32) -> dict:
-    from acl_tf.augment import make_pretrain_dataset
-    from acl_tf.config import PretrainConfig, load_config
+    from acl_tf.configs import PretrainConfig, load_config
     from acl_tf.data import load
+    from acl_tf.data.augment import make_pretrain_dataset
     from acl_tf.models import set_synchronized_bn
-    from acl_tf.training.pretrain import build_optimizer, build_pretrainer
+    from acl_tf.tasks.pretrain import build_optimizer, build_pretrainer
 
     keras.config.set_dtype_policy(dtype)
     # The smoke config's LARS (lr 1.0) with its uniform random start; the single-device model
@@ -194,11 +194,11 @@ def pretrain(variant: str, sync_bn: bool, steps: int, batch_size: int, dtype: st
 
 
 def trades(sync_bn: bool, steps: int, batch_size: int, dtype: str, attack_steps: int) -> dict:
-    from acl_tf.augment import make_finetune_dataset
-    from acl_tf.config import FinetuneConfig, load_config
+    from acl_tf.configs import FinetuneConfig, load_config
     from acl_tf.data import load
+    from acl_tf.data.augment import make_finetune_dataset
     from acl_tf.models import set_synchronized_bn
-    from acl_tf.training.finetune import build_finetuner, build_optimizer
+    from acl_tf.tasks.finetune import build_finetuner, build_optimizer
 
     keras.config.set_dtype_policy(dtype)
     # A randomly initialised width-4 dual-BN encoder fine-tuned with AFF on its adv branch: the
@@ -231,7 +231,7 @@ def semisup(sync_bn: bool, steps: int, batch_size: int, dtype: str, attack_steps
     from acl_tf.attacks import PGDConfig
     from acl_tf.data import load
     from acl_tf.models import Classifier, build_encoder, set_synchronized_bn
-    from acl_tf.training.semisup_trainer import SemisupStudent
+    from acl_tf.trainers.semisup import SemisupStudent
 
     keras.config.set_dtype_policy(dtype)
     data = load(str(SAMPLE_DIR), "train", limit=batch_size * steps)

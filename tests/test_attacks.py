@@ -1,6 +1,5 @@
 """L-inf PGD: hand-solvable linear models, projection, eager vs tf.function, no side effects."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf

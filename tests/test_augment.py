@@ -1,4 +1,4 @@
-"""Tests of acl_tf.augment: torchvision-style SimCLR/ACL augmentation in TensorFlow."""
+"""Tests of acl_tf.data.augment: torchvision-style SimCLR/ACL augmentation in TensorFlow."""
 
 import colorsys
 import itertools
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acl_tf import augment as aug
+from acl_tf.data import augment as aug
 
 N = 500  # samples for rate estimates
 RATE_TOL = 0.07

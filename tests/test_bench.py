@@ -11,15 +11,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import PROJECT_ROOT
 
-from acl_tf import benchmark
 from acl_tf.attacks import PGDConfig, pgd_linf
-from acl_tf.config import BenchConfig, ConfigError, load_config
+from acl_tf.configs import BenchConfig, ConfigError, load_config
 from acl_tf.losses import nt_xent
 from acl_tf.models import ProjectionHead, ResNet18
-from acl_tf.training.pretrainer import ACLPretrainer
-
-from conftest import PROJECT_ROOT
+from acl_tf.tasks import bench as benchmark
+from acl_tf.trainers.pretrainer import ACLPretrainer
 
 EPS = 8 / 255
 

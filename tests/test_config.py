@@ -2,8 +2,14 @@
 
 import pytest
 
-from acl_tf.config import (ConfigError, PretrainConfig, available_configs, load_config,
-                           read_config, write_config)
+from acl_tf.configs import (
+    ConfigError,
+    PretrainConfig,
+    available_configs,
+    load_config,
+    read_config,
+    write_config,
+)
 
 
 def test_named_configs_load():

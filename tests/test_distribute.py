@@ -16,14 +16,13 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import PROJECT_ROOT
 
 from acl_tf import distribute
 from acl_tf.attacks import PGDConfig, pgd_linf, random_init, replica_random_init
-from acl_tf.config import ConfigError, ModelConfig, PretrainConfig, load_config
+from acl_tf.configs import ConfigError, ModelConfig, PretrainConfig, load_config
 from acl_tf.losses import nt_xent, nt_xent_cross_replica, nt_xent_global
 from acl_tf.models import DualBatchNormalization, build_encoder
-
-from conftest import PROJECT_ROOT
 
 WORKER = PROJECT_ROOT / "tests" / "distribute_worker.py"
 
@@ -102,7 +101,7 @@ def test_single_replica_helpers_are_identities():
 
 
 def test_batch_must_split_evenly_over_replicas(tmp_path):
-    from acl_tf.training.pretrain import run_pretraining
+    from acl_tf.tasks.pretrain import run_pretraining
 
     config = load_config(PretrainConfig, "pretrain", "smoke", ["batch_size=10"])
     three_replicas = types.SimpleNamespace(num_replicas_in_sync=3)
@@ -206,7 +205,7 @@ def test_pgd_unrolled_equals_while_loop_and_takes_a_start():
 
 # -- synchronised BN ----------------------------------------------------------------------------
 def test_sync_bn_reaches_every_bn_of_both_branches():
-    from acl_tf.training.pretrain import build_pretrainer
+    from acl_tf.tasks.pretrain import build_pretrainer
 
     assert ModelConfig().sync_bn is False
     plain = build_encoder("resnet18", width=2, dual_bn=True)
@@ -225,9 +224,9 @@ def test_sync_bn_reaches_every_bn_of_both_branches():
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["ds", "s2s"])
 def test_train_step_is_xla_compilable(variant):
-    from acl_tf.augment import make_pretrain_dataset
     from acl_tf.data import load
-    from acl_tf.training.pretrain import build_optimizer, build_pretrainer
+    from acl_tf.data.augment import make_pretrain_dataset
+    from acl_tf.tasks.pretrain import build_optimizer, build_pretrainer
 
     config = load_config(PretrainConfig, "pretrain", "smoke",
                          [f"variant={variant}", "model.width=4", "model.head_dim=8",
@@ -305,8 +304,8 @@ def test_mirrored_semisup_student_steps_equal_single_device_steps():
 
 
 def test_semisup_on_replicas_needs_batches_that_split_evenly(tmp_path):
-    from acl_tf.config import SemisupConfig
-    from acl_tf.training.semisup import run_student, run_teacher
+    from acl_tf.configs import SemisupConfig
+    from acl_tf.tasks.semisup import run_student, run_teacher
 
     config = load_config(SemisupConfig, "semisup", "smoke",
                          ["teacher.batch_size=15", "student.batch_size=15"])
@@ -393,8 +392,8 @@ def test_cli_rejects_unknown_strategy_and_misplaced_tpu(tmp_path):
 
 
 def test_finetuning_on_replicas_needs_even_static_batches(tmp_path):
-    from acl_tf.config import FinetuneConfig
-    from acl_tf.training.finetune import run_finetuning
+    from acl_tf.configs import FinetuneConfig
+    from acl_tf.tasks.finetune import run_finetuning
 
     config = load_config(FinetuneConfig, "finetune", "smoke", ["batch_size=32"])
     two_replicas = types.SimpleNamespace(num_replicas_in_sync=2)

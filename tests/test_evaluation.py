@@ -8,12 +8,16 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from eval_helpers import LinearClassifier, make_tiny_classifier
 
 from acl_tf.attacks import PGDConfig
 from acl_tf.evaluation import guards
-from acl_tf.evaluation.robustness import (accuracy_vs_epsilon, clean_accuracy, pgd_accuracy,
-                                          pgd_correct)
-from eval_helpers import LinearClassifier, make_tiny_classifier
+from acl_tf.evaluation.robustness import (
+    accuracy_vs_epsilon,
+    clean_accuracy,
+    pgd_accuracy,
+    pgd_correct,
+)
 
 EPS = 8 / 255
 
@@ -174,8 +178,11 @@ def test_cifar10c_per_config_accuracy_with_mocked_tfds(monkeypatch, tmp_path):
     import tensorflow_datasets as tfds
 
     import acl_tf.data
-    from acl_tf.evaluation.corruptions import (CIFAR10C_CORRUPTIONS, Cifar10CConfig,
-                                               evaluate_cifar10c)
+    from acl_tf.evaluation.corruptions import (
+        CIFAR10C_CORRUPTIONS,
+        Cifar10CConfig,
+        evaluate_cifar10c,
+    )
 
     # The list of corruptions is TFDS's own: 19 x 5 configs.
     names = {c.name for c in tfds.builder_cls("cifar10_corrupted").BUILDER_CONFIGS}
@@ -290,7 +297,7 @@ def test_autoattack_is_exact_on_a_linear_model():
 # -- command line ----------------------------------------------------------------------------
 
 def test_attack_names_and_model_paths(tmp_path):
-    from acl_tf.config import ConfigError, EvaluateConfig, load_config
+    from acl_tf.configs import ConfigError, EvaluateConfig, load_config
     from acl_tf.evaluation.run import EvaluationError, find_model_file, parse_attack_name
 
     assert parse_attack_name("PGD20") == ("pgd", 20)
@@ -310,7 +317,7 @@ def test_attack_names_and_model_paths(tmp_path):
 
 
 def test_run_evaluation_runs_sweep_and_checks_only_for_robust_attacks():
-    from acl_tf.config import EvaluateConfig, load_config
+    from acl_tf.configs import EvaluateConfig, load_config
     from acl_tf.evaluation.run import run_evaluation
 
     model, x, y, margin, budget = two_class_problem(n=120, seed=4)

@@ -1,4 +1,4 @@
-"""Tests of acl_tf.export: SavedModel layout, signatures reloaded in a fresh process, input
+"""Tests of acl_tf.serving.export: SavedModel layout, signatures reloaded in a fresh process, input
 checks and ``saved_model_cli``."""
 
 import json
@@ -10,10 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from acl_tf.export import (BRANCH_SIGNATURES, ExportError, SIGNATURE_BYTES, SIGNATURE_DEFAULT,
-                           export_classifier, existing_versions, next_version)
 from eval_helpers import make_tiny_classifier
+
+from acl_tf.serving.export import (
+    BRANCH_SIGNATURES,
+    SIGNATURE_BYTES,
+    SIGNATURE_DEFAULT,
+    ExportError,
+    existing_versions,
+    export_classifier,
+    next_version,
+)
 
 # Runs in a fresh Python: loads the SavedModel, runs every signature, records outputs and the
 # error messages of bad inputs.

@@ -13,13 +13,13 @@ import pytest
 import tensorflow as tf
 
 from acl_tf.attacks import PGDConfig, pgd_linf
-from acl_tf.augment import make_finetune_dataset, random_crop_with_padding
-from acl_tf.config import ConfigError, FinetuneConfig, load_config, to_dict
+from acl_tf.configs import ConfigError, FinetuneConfig, load_config, to_dict
+from acl_tf.data.augment import make_finetune_dataset, random_crop_with_padding
 from acl_tf.losses import trades_kl
 from acl_tf.models import Classifier, ResNet18
-from acl_tf.training.finetuner import Finetuner
-from acl_tf.training.optimizers import SGDL2, piecewise_epochs
-from acl_tf.training.validation import ModelSelection, read_metrics, validation_accuracy
+from acl_tf.optimizers import SGDL2, piecewise_epochs
+from acl_tf.tasks.selection import ModelSelection, read_metrics, validation_accuracy
+from acl_tf.trainers.finetuner import Finetuner
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DIR = os.path.join(PROJECT_ROOT, "data", "cifar10_sample")
@@ -284,7 +284,7 @@ def test_model_selection_keeps_the_best_epoch(tmp_path):
 def test_test_limit_takes_a_class_balanced_subset(monkeypatch):
     """CIFAR-10's test TFRecord is sorted by class: its first 2,000 images are classes 0-3."""
     from acl_tf import data as data_lib
-    from acl_tf.training import finetune
+    from acl_tf.tasks import finetune
 
     labels = np.repeat(np.arange(10), 30)              # sorted by class, like the file
     images = np.zeros((300, 32, 32, 3), np.uint8)
@@ -336,8 +336,8 @@ TINY = ["data.limit=120", "val_size=20", "epochs=2", "eval_batch_size=200", "eva
 @pytest.fixture(scope="module")
 def pretrained_dir(tmp_path_factory):
     """A tiny DS pre-training run (width 4) made with run_pretraining."""
-    from acl_tf.config import PretrainConfig
-    from acl_tf.training.pretrain import run_pretraining
+    from acl_tf.configs import PretrainConfig
+    from acl_tf.tasks.pretrain import run_pretraining
 
     run_dir = tmp_path_factory.mktemp("pretrained")
     config = load_config(PretrainConfig, "pretrain", "smoke", [
@@ -384,7 +384,7 @@ def test_cli_aff_smoke_on_pretrained_encoder(pretrained_dir, tmp_path):
 @pytest.mark.slow
 def test_resume_after_a_crash(tmp_path):
     """RI + SLF: crash after epoch 1, lose its model selection files, resume to the end."""
-    from acl_tf.training.finetune import run_finetuning
+    from acl_tf.tasks.finetune import run_finetuning
 
     class Crash(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -400,7 +400,7 @@ def test_resume_after_a_crash(tmp_path):
     # As if the crash had come between the checkpoint and the model selection files.
     for name in ("metrics.json", "best.keras", "last.keras"):
         (tmp_path / name).unlink()
-    from acl_tf.training.loop import RunDirError
+    from acl_tf.tasks.fit import RunDirError
 
     with pytest.raises(RunDirError, match="--resume"):
         run_finetuning(config, tmp_path, verbose=0)
@@ -415,7 +415,7 @@ def test_resume_after_a_crash(tmp_path):
 
 @pytest.mark.slow
 def test_linear_separability_table(pretrained_dir, tmp_path):
-    from acl_tf.training.linear_separability import run_linear_separability
+    from acl_tf.tasks.linear_eval import run_linear_separability
 
     config = load_config(FinetuneConfig, "finetune", "smoke", TINY + [
         f"data.source={SAMPLE_DIR}", "epochs=1", "export=false"])
@@ -433,7 +433,7 @@ def test_linear_separability_table(pretrained_dir, tmp_path):
 
 
 def test_pretrained_and_width_errors(pretrained_dir, tmp_path):
-    from acl_tf.finetune import resolve_config
+    from acl_tf.cli.finetune import resolve_config
 
     def resolve(pretrained, overrides=()):
         return resolve_config("smoke", list(overrides), "aff", "adv", pretrained,

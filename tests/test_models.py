@@ -4,8 +4,15 @@ import keras
 import numpy as np
 import pytest
 
-from acl_tf.models import (ChannelNormalization, Classifier, DualBatchNormalization,
-                           ProjectionHead, ResNet18, WideResNet, build_encoder)
+from acl_tf.models import (
+    ChannelNormalization,
+    Classifier,
+    DualBatchNormalization,
+    ProjectionHead,
+    ResNet18,
+    WideResNet,
+    build_encoder,
+)
 
 
 def _images(n=4, seed=0):

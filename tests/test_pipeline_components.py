@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import SAMPLE_DIR
 
 tfx = pytest.importorskip("tfx.v1")
@@ -15,7 +14,7 @@ tfx = pytest.importorskip("tfx.v1")
 from tfx.types import artifact_utils  # noqa: E402
 
 from acl_tf import data as data_lib  # noqa: E402
-from acl_tf.config import ConfigError  # noqa: E402
+from acl_tf.configs import ConfigError  # noqa: E402
 from pipeline import config as pconfig  # noqa: E402
 from pipeline.components import artifact_io  # noqa: E402
 from pipeline.components.adversarial_train import AdversarialTrain, classifier_dir  # noqa: E402
@@ -291,7 +290,7 @@ def test_adversarial_train_rejects_bad_arguments(work, encoder, tmp_path):
 
 
 def test_pseudo_label_then_student(work, encoder):
-    from acl_tf.pseudo_labels import load_pseudo_labels
+    from acl_tf.data.pseudo_labels import load_pseudo_labels
 
     semisup_json = pconfig.config_to_json(_stages("semisup").semisup)
     labels = _output(artifacts.InferenceResult, work["root"] / "pseudo_labels")

@@ -18,7 +18,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import PROJECT_ROOT, SAMPLE_DIR
 
 pytest.importorskip("tfx.v1")

@@ -7,12 +7,11 @@ import sys
 import keras
 import numpy as np
 import pytest
-
-from acl_tf.config import PretrainConfig, load_config
-from acl_tf.training.loop import RunDirError
-from acl_tf.training.pretrain import run_pretraining
-
 from conftest import PROJECT_ROOT
+
+from acl_tf.configs import PretrainConfig, load_config
+from acl_tf.tasks.fit import RunDirError
+from acl_tf.tasks.pretrain import run_pretraining
 
 TINY = ["model.width=4", "model.head_dim=16", "data.limit=64", "batch_size=32",
         "attack.steps=1", "log_every_steps=1"]

@@ -10,8 +10,8 @@ import tensorflow as tf
 from acl_tf.attacks import PGDConfig
 from acl_tf.losses import nt_xent
 from acl_tf.models import ProjectionHead, ResNet18
-from acl_tf.training.optimizers import LARS, warmup_cosine
-from acl_tf.training.pretrainer import ACLPretrainer
+from acl_tf.optimizers import LARS, warmup_cosine
+from acl_tf.trainers.pretrainer import ACLPretrainer
 
 
 class RecordingPretrainer(ACLPretrainer):

@@ -13,16 +13,31 @@ import pytest
 import tensorflow as tf
 
 from acl_tf import data as data_lib
-from acl_tf.config import ConfigError, SemisupConfig, load_config
-from acl_tf.losses import (SEMISUP_TERMS, distillation_loss, semisup_student_loss, soft_labels,
-                           trades_kl)
+from acl_tf.configs import ConfigError, SemisupConfig, load_config
+from acl_tf.data.pseudo_labels import (
+    PseudoLabelError,
+    PseudoLabels,
+    load_pseudo_labels,
+    make_pseudo_labels,
+    predict_logits,
+    save_pseudo_labels,
+)
+from acl_tf.losses import (
+    SEMISUP_TERMS,
+    distillation_loss,
+    semisup_student_loss,
+    soft_labels,
+    trades_kl,
+)
 from acl_tf.models import Classifier, ResNet18
-from acl_tf.pseudo_labels import (PseudoLabelError, PseudoLabels, load_pseudo_labels,
-                                  make_pseudo_labels, predict_logits, save_pseudo_labels)
-from acl_tf.training.optimizers import SGDL2
-from acl_tf.training.semisup import (label_split, labels_per_class_for, make_student_dataset,
-                                     student_batch_sizes)
-from acl_tf.training.semisup_trainer import SemisupStudent, TeacherTrainer
+from acl_tf.optimizers import SGDL2
+from acl_tf.tasks.semisup import (
+    label_split,
+    labels_per_class_for,
+    make_student_dataset,
+    student_batch_sizes,
+)
+from acl_tf.trainers.semisup import SemisupStudent, TeacherTrainer
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DIR = os.path.join(PROJECT_ROOT, "data", "cifar10_sample")
@@ -522,7 +537,7 @@ def test_cli_steps_one_by_one_on_the_sample(encoder_dir, tmp_path):
 @pytest.mark.slow
 def test_vanilla_routine_in_process_and_resume(tmp_path):
     """Without pre-training (vanilla UAT++): the whole routine, then resume skips every step."""
-    from acl_tf.training.semisup import run_semisup
+    from acl_tf.tasks.semisup import run_semisup
 
     config = load_config(SemisupConfig, "semisup", "smoke", TINY + [
         f"data.source={SAMPLE_DIR}", "model.width=4", "teacher.epochs=1", "evaluate_test=false"])
@@ -536,8 +551,8 @@ def test_vanilla_routine_in_process_and_resume(tmp_path):
     assert run_semisup(config, tmp_path, resume=True, verbose=0) == summary
     assert (tmp_path / "pseudo_labels.npz").stat().st_mtime_ns == stamp
     # A finished step is not overwritten without --resume.
-    from acl_tf.training.loop import RunDirError
-    from acl_tf.training.semisup import run_student
+    from acl_tf.tasks.fit import RunDirError
+    from acl_tf.tasks.semisup import run_student
 
     with pytest.raises(RunDirError, match="--resume"):
         run_semisup(config, tmp_path, step="student", verbose=0)
@@ -558,8 +573,8 @@ def test_vanilla_routine_in_process_and_resume(tmp_path):
 
 
 def test_missing_inputs_and_flag_errors(tmp_path):
-    from acl_tf.semisup import resolve_config
-    from acl_tf.training.semisup import run_semisup
+    from acl_tf.cli.semisup import resolve_config
+    from acl_tf.tasks.semisup import run_semisup
 
     config = load_config(SemisupConfig, "semisup", "smoke")
     with pytest.raises(ConfigError, match="No teacher classifier"):

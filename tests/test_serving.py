@@ -11,11 +11,11 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
+from eval_helpers import make_tiny_classifier
 
 from acl_tf.data import ImageData, load, write_tfrecord
-from acl_tf.export import export_classifier
-from acl_tf.serving_stub import start_in_thread
-from eval_helpers import make_tiny_classifier
+from acl_tf.serving.export import export_classifier
+from acl_tf.serving.stub import start_in_thread
 
 TIMEOUT = 60
 
@@ -101,7 +101,7 @@ def test_stub_reports_errors_like_tf_serving(served):
 
 
 def test_serving_check_refuses_the_bytes_signature(served):
-    from acl_tf.serving_check import _local_model, predict_url
+    from acl_tf.serving.check import _local_model, predict_url
 
     _, path, _, _ = served
     with pytest.raises(ValueError, match="float32 image signature"):

@@ -5,11 +5,10 @@ import subprocess
 import sys
 
 import pytest
-
-from acl_tf.config import ConfigError, StudyConfig, load_config
-from acl_tf.training import study
-
 from conftest import PROJECT_ROOT
+
+from acl_tf.configs import ConfigError, StudyConfig, load_config
+from acl_tf.studies import reproduction as study
 
 
 def test_study_config_rejects_what_cannot_be_studied():

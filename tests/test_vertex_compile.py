@@ -8,13 +8,12 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import PROJECT_ROOT
 
 pytest.importorskip("kfp")
 pytest.importorskip("tfx.v1")
 
-from acl_tf.config import ConfigError, EvaluateConfig, PretrainConfig, SemisupConfig  # noqa: E402
+from acl_tf.configs import ConfigError, EvaluateConfig, PretrainConfig, SemisupConfig  # noqa: E402
 from pipeline import config as pconfig  # noqa: E402
 from pipeline.vertex_runner import compile_pipeline  # noqa: E402
 

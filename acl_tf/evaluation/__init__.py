@@ -10,11 +10,21 @@ gradient-masking checks and CIFAR-10-C.
 """
 
 from acl_tf.evaluation.autoattack import AutoAttackConfig, autoattack_accuracy
-from acl_tf.evaluation.corruptions import (CIFAR10C_CORRUPTIONS, CIFAR10C_SEVERITIES,
-                                           Cifar10CConfig, evaluate_cifar10c)
+from acl_tf.evaluation.corruptions import (
+                                           CIFAR10C_CORRUPTIONS,
+                                           CIFAR10C_SEVERITIES,
+                                           Cifar10CConfig,
+                                           evaluate_cifar10c,
+)
 from acl_tf.evaluation.guards import GuardConfig, GuardResult
-from acl_tf.evaluation.robustness import (AttackResult, accuracy_vs_epsilon, clean_accuracy,
-                                          pgd_accuracy, pgd_correct, predict_labels)
+from acl_tf.evaluation.robustness import (
+                                           AttackResult,
+                                           accuracy_vs_epsilon,
+                                           clean_accuracy,
+                                           pgd_accuracy,
+                                           pgd_correct,
+                                           predict_labels,
+)
 
 __all__ = ["AttackResult", "AutoAttackConfig", "CIFAR10C_CORRUPTIONS", "CIFAR10C_SEVERITIES",
            "Cifar10CConfig", "GuardConfig", "GuardResult", "accuracy_vs_epsilon",

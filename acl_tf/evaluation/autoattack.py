@@ -34,8 +34,14 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from acl_tf.evaluation.robustness import (AttackResult, _batches, _check_batch_size,
-                                          _check_inputs, predict_labels, resolve_branch)
+from acl_tf.evaluation.robustness import (
+    AttackResult,
+    _batches,
+    _check_batch_size,
+    _check_inputs,
+    predict_labels,
+    resolve_branch,
+)
 
 __all__ = ["AUTOATTACK_ATTACKS", "AVAILABLE_ATTACKS", "UNAVAILABLE_ATTACKS", "AutoAttackConfig",
            "BranchModel", "autoattack_accuracy", "art_version"]

@@ -12,15 +12,11 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from acl_tf.core.io import write_text_atomic
+
 __all__ = ["PLOT_NAME", "write_report", "render_markdown", "plot_accuracy_vs_epsilon"]
 
 PLOT_NAME = "accuracy_vs_epsilon.png"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _pct(value) -> str:
@@ -124,9 +120,9 @@ def write_report(report: dict, output) -> dict:
     (``accuracy_vs_epsilon.png`` in the same directory); returns the paths written."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(output, json.dumps(report, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(output, json.dumps(report, indent=2, sort_keys=False) + "\n")
     markdown = output.with_suffix(".md")
-    _atomic_write_text(markdown, render_markdown(report))
+    write_text_atomic(markdown, render_markdown(report))
     paths = {"json": str(output), "markdown": str(markdown)}
     plot = plot_accuracy_vs_epsilon(report, output.parent / PLOT_NAME)
     if plot is not None:

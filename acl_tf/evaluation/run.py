@@ -1,4 +1,4 @@
-"""A whole robustness evaluation driven by an :class:`acl_tf.config.EvaluateConfig`.
+"""A whole robustness evaluation driven by an :class:`acl_tf.configs.EvaluateConfig`.
 
 :func:`run_evaluation` runs the requested attacks (``clean``, ``pgdK``, ``autoattack``,
 ``corruptions``), the accuracy-vs-epsilon sweep and the gradient-masking checks on one BN branch
@@ -20,11 +20,17 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
+from acl_tf.core.errors import EvaluationError  # noqa: F401 (re-exported)
 from acl_tf.evaluation import guards as guard_lib
 from acl_tf.evaluation.autoattack import art_version, autoattack_accuracy
 from acl_tf.evaluation.corruptions import evaluate_cifar10c
-from acl_tf.evaluation.robustness import (accuracy_vs_epsilon, clean_accuracy, pgd_accuracy,
-                                          resolve_branch, sweep_config)
+from acl_tf.evaluation.robustness import (
+    accuracy_vs_epsilon,
+    clean_accuracy,
+    pgd_accuracy,
+    resolve_branch,
+    sweep_config,
+)
 
 __all__ = ["EvaluationError", "MODEL_FILES", "parse_attack_name", "find_model_file",
            "load_classifier", "run_evaluation", "environment_info", "describe_attack"]
@@ -32,9 +38,6 @@ __all__ = ["EvaluationError", "MODEL_FILES", "parse_attack_name", "find_model_fi
 MODEL_FILES = ("best.keras",)
 _SINGLE = ("clean", "autoattack", "corruptions")
 
-
-class EvaluationError(ValueError):
-    """A model or request that cannot be evaluated as asked."""
 
 
 def parse_attack_name(name: str) -> tuple[str, Optional[int]]:

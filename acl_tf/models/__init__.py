@@ -1,8 +1,12 @@
 """Encoders, dual BN and the projection head."""
 
 from acl_tf.models.classifier import Classifier
-from acl_tf.models.dual_bn import (BRANCHES, DualBatchNormalization, check_branch,
-                                   set_synchronized_bn)
+from acl_tf.models.dual_bn import (
+    BRANCHES,
+    DualBatchNormalization,
+    check_branch,
+    set_synchronized_bn,
+)
 from acl_tf.models.heads import ProjectionHead
 from acl_tf.models.resnet import ChannelNormalization, ResNet18, WideResNet
 

@@ -1,9 +1,9 @@
 """``AdversarialTrain``: the robust classifier, by fine-tuning or as a semi-supervised student.
 
-* ``mode="finetune"``: :func:`acl_tf.training.finetune.run_finetuning` (AFF / ALF / SLF as the
+* ``mode="finetune"``: :func:`acl_tf.tasks.finetune.run_finetuning` (AFF / ALF / SLF as the
   config says) of the pre-trained encoder on the labelled ``train`` split, with model selection
   on a held-out validation part of it.
-* ``mode="semisup"``: the adversarially trained student of :mod:`acl_tf.training.semisup`,
+* ``mode="semisup"``: the adversarially trained student of :mod:`acl_tf.tasks.semisup`,
   trained on the ``train`` split with the soft pseudo-labels of the ``PseudoLabel`` component.
 
 Reads ``examples`` (split ``train``), ``pretrained_model`` (``encoder.keras``) and, in semisup
@@ -50,8 +50,8 @@ def record_selection(model, record: dict) -> None:
 
 def _finetune(config_json: str, examples_dir: str, encoder_file: str, model_dir: str):
     """Fine-tunes into ``model_dir``; returns (selection record, classifier subdirectory)."""
-    from acl_tf.config import FinetuneConfig
-    from acl_tf.training.finetune import run_finetuning
+    from acl_tf.configs import FinetuneConfig
+    from acl_tf.tasks.finetune import run_finetuning
     from pipeline.config import config_from_json
 
     config = artifact_io.with_examples(config_from_json(FinetuneConfig, config_json),
@@ -63,9 +63,9 @@ def _finetune(config_json: str, examples_dir: str, encoder_file: str, model_dir:
 def _student(config_json: str, examples_dir: str, encoder_file: str, pseudo_labels_file: str,
              model_dir: str):
     """Trains the student into ``model_dir/student``; returns (its record, ``"student"``)."""
-    from acl_tf.config import SemisupConfig
-    from acl_tf.training.semisup import STUDENT_DIR, run_semisup
-    from acl_tf.training.validation import read_metrics
+    from acl_tf.configs import SemisupConfig
+    from acl_tf.tasks.selection import read_metrics
+    from acl_tf.tasks.semisup import STUDENT_DIR, run_semisup
     from pipeline.config import config_from_json
 
     config = dataclasses.replace(
@@ -92,8 +92,8 @@ def AdversarialTrain(
         pretrained_model: the ``Pretrain`` run directory (``encoder.keras``).
         model: the training run directory (``best.keras``, ``saved_model/<version>/``).
         mode: ``finetune`` or ``semisup``.
-        config_json: a :class:`acl_tf.config.FinetuneConfig` (finetune) or
-            :class:`acl_tf.config.SemisupConfig` (semisup) as JSON (``data.source`` and the
+        config_json: a :class:`acl_tf.configs.FinetuneConfig` (finetune) or
+            :class:`acl_tf.configs.SemisupConfig` (semisup) as JSON (``data.source`` and the
             pre-trained encoder are replaced by the inputs).
         pseudo_labels: ``PseudoLabel``'s output (semisup only).
     """

@@ -1,7 +1,7 @@
 """``Pretrain``: ACL pre-training (the variant comes from the config) on the training split.
 
 Reads the ``train`` split of an ``Examples`` artifact; writes a ``Model`` artifact that is the
-run directory of :func:`acl_tf.training.pretrain.run_pretraining`: ``encoder.keras`` (the encoder
+run directory of :func:`acl_tf.tasks.pretrain.run_pretraining`: ``encoder.keras`` (the encoder
 with both BN branches, what the next stages load), ``pretrainer.keras``, ``config.json``,
 ``history.json``, checkpoints and TensorBoard logs. The variant, width and the last epoch's
 training figures are recorded on the artifact (visible in ML Metadata).
@@ -34,11 +34,11 @@ def Pretrain(
     Args:
         examples: ``Examples`` with a ``train`` split of image/label ``tf.train.Example``.
         model: the pre-training run directory (``encoder.keras`` with both BN branches).
-        config_json: a :class:`acl_tf.config.PretrainConfig` as JSON (its ``data.source`` is
+        config_json: a :class:`acl_tf.configs.PretrainConfig` as JSON (its ``data.source`` is
             replaced by ``examples``).
     """
-    from acl_tf.config import PretrainConfig
-    from acl_tf.training.pretrain import run_pretraining
+    from acl_tf.configs import PretrainConfig
+    from acl_tf.tasks.pretrain import run_pretraining
     from pipeline.config import config_from_json
 
     config = config_from_json(PretrainConfig, config_json)

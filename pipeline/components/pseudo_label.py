@@ -1,7 +1,7 @@
 """``PseudoLabel``: soft pseudo-labels for every training image (semi-supervised mode).
 
 TFX's BulkInferrer cannot run Keras 3 models, hence this component. It runs the first two steps
-of :func:`acl_tf.training.semisup.run_semisup` (reference section 4): ``teacher``, standard
+of :func:`acl_tf.tasks.semisup.run_semisup` (reference section 4): ``teacher``, standard
 training from the pre-trained encoder (``normal`` BN) on the labelled subset of the ``train``
 split, then ``pseudo_label``, the teacher's soft labels for every training image.
 
@@ -47,11 +47,11 @@ def PseudoLabel(
         examples: ``Examples`` with a ``train`` split.
         pretrained_model: the ``Pretrain`` run directory (``encoder.keras``).
         pseudo_labels: the output directory (``pseudo_labels.npz``, ``teacher/``).
-        config_json: an :class:`acl_tf.config.SemisupConfig` as JSON (``data.source`` and
+        config_json: an :class:`acl_tf.configs.SemisupConfig` as JSON (``data.source`` and
             ``pretrained`` are replaced by the inputs).
     """
-    from acl_tf.config import SemisupConfig
-    from acl_tf.training.semisup import PSEUDO_LABEL_FILE, run_semisup
+    from acl_tf.configs import SemisupConfig
+    from acl_tf.tasks.semisup import PSEUDO_LABEL_FILE, run_semisup
     from pipeline.config import config_from_json
 
     assert PSEUDO_LABEL_FILE == PSEUDO_LABELS_FILE, "the library renamed its pseudo-label file"

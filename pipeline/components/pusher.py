@@ -1,7 +1,7 @@
 """``ServingPusher``: copies a blessed model's SavedModel to where TF Serving watches it.
 
 Reads the ``AdversarialTrain`` ``Model`` artifact (its ``saved_model/<version>/``, written by
-:func:`acl_tf.export.export_classifier`) and the evaluator's ``ModelBlessing``. A blessed model
+:func:`acl_tf.serving.export.export_classifier`) and the evaluator's ``ModelBlessing``. A blessed model
 is copied to ``serving_dir/model_name/VERSION/`` (TF Serving's ``--model_base_path`` is
 ``serving_dir/model_name``; it serves the highest integer version), VERSION being one more than
 the highest there. The copy is written under a temporary name and renamed (on object stores,
@@ -46,7 +46,7 @@ def find_saved_model(model_dir: str) -> str:
     versions = integer_versions(base)
     if not versions:
         raise FileNotFoundError(f"{model_dir} has no {SAVED_MODEL_DIR}/<version>/ SavedModel "
-                                "(acl_tf.export.export_classifier writes it at the end of "
+                                "(acl_tf.serving.export.export_classifier writes it at the end of "
                                 "training)")
     path = os.path.join(base, str(versions[-1]))
     if not tf.io.gfile.exists(os.path.join(path, _SAVED_MODEL_PB)):

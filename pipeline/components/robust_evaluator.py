@@ -81,13 +81,13 @@ def RobustEvaluator(
         examples: ``Examples`` with a ``test`` split.
         evaluation: receives ``report.json`` / ``report.md``.
         blessing: receives ``BLESSED`` or ``NOT_BLESSED`` and ``blessing.json``.
-        config_json: an :class:`acl_tf.config.EvaluateConfig` as JSON.
+        config_json: an :class:`acl_tf.configs.EvaluateConfig` as JSON.
         metric: the evaluation deciding the blessing (``pgd20``, ``clean``, ``autoattack``...).
         threshold: minimum value of ``metric``.
         min_delta: how much ``metric`` must exceed the baseline's (0: not worse).
         baseline_model: the last blessed model, if any (from the pipeline's resolver).
     """
-    from acl_tf.config import EvaluateConfig
+    from acl_tf.configs import EvaluateConfig
     from acl_tf.evaluation.report import write_report
     from pipeline.config import config_from_json
 

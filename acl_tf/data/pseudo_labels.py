@@ -32,6 +32,8 @@ from typing import Optional
 
 import numpy as np
 
+from acl_tf.core.errors import PseudoLabelError  # noqa: F401 (re-exported)
+
 __all__ = ["PseudoLabelError", "PseudoLabels", "FIELDS", "predict_logits", "make_pseudo_labels",
            "save_pseudo_labels", "load_pseudo_labels"]
 
@@ -39,9 +41,6 @@ FIELDS = ("ids", "probs", "logits", "labels_true", "is_labelled", "is_validation
           "temperature", "teacher")
 _PROB_TOLERANCE = 1e-3
 
-
-class PseudoLabelError(ValueError):
-    """A pseudo-label artifact that is missing, unreadable or inconsistent."""
 
 
 @dataclasses.dataclass

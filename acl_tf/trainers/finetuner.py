@@ -17,7 +17,7 @@ training passes use batch statistics (the clean and the adversarial batch each u
 statistics, as two PyTorch forward passes do); in ALF/SLF the frozen encoder always runs in
 inference mode, so its moving statistics never change.
 
-Weight decay is the optimizer's business (:class:`acl_tf.training.optimizers.SGDL2`); only
+Weight decay is the optimizer's business (:class:`acl_tf.optimizers.SGDL2`); only
 variables that receive a gradient are handed to it, so the unused BN branch is neither trained
 nor decayed.
 """
@@ -30,8 +30,7 @@ import keras
 import tensorflow as tf
 
 from acl_tf import distribute
-from acl_tf.attacks import (PGDConfig, model_loss_fn, pgd_linf, replica_random_init,
-                            step_seed)
+from acl_tf.attacks import PGDConfig, model_loss_fn, pgd_linf, replica_random_init, step_seed
 from acl_tf.losses import cross_entropy, trades_kl, trades_loss
 
 MODES = ("aff", "alf", "slf")

@@ -1,7 +1,7 @@
 """Linear separability of pre-trained features (paper Table 5): SLF and ALF with each BN branch.
 
 Each of the (up to) four protocols is an ordinary fine-tuning run
-(:func:`acl_tf.training.finetune.run_finetuning`) in ``model_dir/<mode>_<bn>/``; its
+(:func:`acl_tf.tasks.finetune.run_finetuning`) in ``model_dir/<mode>_<bn>/``; its
 ``best.keras`` (model selection on robust validation accuracy) is measured on the test split:
 TA = clean accuracy, RA = accuracy under the config's ``eval_attack`` (PGD-20). The table goes to
 ``model_dir/linear_separability.json`` and ``model_dir/linear_separability.md``.
@@ -15,8 +15,9 @@ from typing import Optional, Sequence
 
 from absl import logging
 
-from acl_tf.config import FinetuneConfig, write_json_atomic, write_text_atomic
-from acl_tf.training.finetune import align_model_config, encoder_spec, encoder_path, run_finetuning
+from acl_tf.configs import FinetuneConfig
+from acl_tf.core.io import write_json_atomic, write_text_atomic
+from acl_tf.tasks.finetune import align_model_config, encoder_path, encoder_spec, run_finetuning
 
 PROTOCOLS = (("slf", "adv"), ("slf", "normal"), ("alf", "adv"), ("alf", "normal"))
 

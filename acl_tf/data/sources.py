@@ -28,6 +28,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from acl_tf.core.errors import DataError  # noqa: F401 (re-exported)
+
 __all__ = [
     "DataError",
     "ImageData",
@@ -43,9 +45,6 @@ _BATCH = 1024
 _GLOB_CHARS = "*?["
 _TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec", ".gz")
 
-
-class DataError(ValueError):
-    """Raised when a data source is missing, unreadable or malformed."""
 
 
 @dataclasses.dataclass

@@ -1,6 +1,6 @@
-"""Runs ACL pre-training from a :class:`acl_tf.config.PretrainConfig` into a run directory.
+"""Runs ACL pre-training from a :class:`acl_tf.configs.PretrainConfig` into a run directory.
 
-Besides what :func:`acl_tf.training.loop.fit_epochs` writes, the run directory receives
+Besides what :func:`acl_tf.tasks.fit.fit_epochs` writes, the run directory receives
 ``encoder.keras``: the trained encoder with both BN branches (the projection head is dropped, as
 fine-tuning does), and ``pretrainer.keras``: encoder + head.
 
@@ -12,7 +12,6 @@ chief writes the run directory.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import keras
@@ -22,12 +21,12 @@ from absl import logging
 
 from acl_tf import data as data_lib
 from acl_tf import distribute
-from acl_tf.augment import make_pretrain_dataset
-from acl_tf.config import ConfigError, OptimizerConfig, PretrainConfig
+from acl_tf.configs import ConfigError, OptimizerConfig, PretrainConfig
+from acl_tf.data.augment import make_pretrain_dataset
 from acl_tf.models import ProjectionHead, build_encoder, set_synchronized_bn
-from acl_tf.training.loop import fit_epochs, prepare_run_dir, save_keras_atomic
-from acl_tf.training.optimizers import LARS, SGDL2, warmup_cosine
-from acl_tf.training.pretrainer import ACLPretrainer
+from acl_tf.optimizers import LARS, SGDL2, warmup_cosine
+from acl_tf.tasks.fit import fit_epochs, prepare_run_dir, save_keras_atomic
+from acl_tf.trainers.pretrainer import ACLPretrainer
 
 
 def build_optimizer(config: OptimizerConfig, batch_size: int, steps_per_epoch: int, epochs: int):

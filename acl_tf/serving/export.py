@@ -39,6 +39,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from acl_tf.core.errors import ExportError  # noqa: F401 (re-exported)
+
 __all__ = ["ExportError", "SIGNATURE_DEFAULT", "SIGNATURE_BYTES", "BRANCH_SIGNATURES",
            "OUTPUT_KEYS", "existing_versions", "next_version", "resolve_version_dir",
            "export_classifier"]
@@ -49,9 +51,6 @@ BRANCH_SIGNATURES = {"normal": "serving_normal", "adv": "serving_adv"}
 OUTPUT_KEYS = ("logits", "probabilities", "class_ids")
 DOCS_DIR = "assets.extra"
 
-
-class ExportError(ValueError):
-    """An export that cannot be written as asked."""
 
 
 def existing_versions(export_dir) -> list[int]:

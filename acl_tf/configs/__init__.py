@@ -19,11 +19,11 @@ from typing import Any, Iterable, Optional, Union
 
 import yaml
 
-CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
+from acl_tf.core.errors import ConfigError  # noqa: F401 (re-exported)
+from acl_tf.core.io import write_json_atomic
 
+CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
 
-class ConfigError(ValueError):
-    """A config file, name, field or value that cannot be used."""
 
 
 def _field_types(cls) -> dict:
@@ -178,20 +178,6 @@ def load_config(cls, kind: str, name_or_path: Optional[str] = None,
     return from_dict(cls, apply_overrides(values, overrides))
 
 
-def write_text_atomic(path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename: readers never see a
-    half-written file, and a crash leaves the previous version."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path, value, indent: int = 1, sort_keys: bool = False) -> None:
-    """``value`` as JSON (and a final newline), written with :func:`write_text_atomic`."""
-    write_text_atomic(path, json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n")
-
-
 def write_config(config, path) -> None:
     """Writes the resolved config as JSON, atomically."""
     write_json_atomic(path, to_dict(config), indent=2, sort_keys=True)
@@ -207,9 +193,9 @@ def read_config(cls, path):
 
 
 # -- Sections shared by the experiments ---------------------------------------------------------
-# (Imported late so that ``acl_tf.config`` stays importable without TensorFlow work at import.)
+# (Imported late so that ``acl_tf.configs`` stays importable without TensorFlow work at import.)
 from acl_tf.attacks import PGDConfig  # noqa: E402
-from acl_tf.augment import AugmentConfig  # noqa: E402
+from acl_tf.data.augment import AugmentConfig  # noqa: E402
 
 BN_MODES = ("auto", "dual", "single")
 OPTIMIZERS = ("lars", "sgd", "adam")
@@ -299,7 +285,7 @@ class PretrainConfig:
     keep_checkpoints: int = 3
 
     def __post_init__(self):
-        from acl_tf.training.pretrainer import check_variant
+        from acl_tf.trainers.pretrainer import check_variant
 
         try:
             self.variant = check_variant(self.variant)
@@ -383,8 +369,8 @@ class FinetuneConfig:
     keep_checkpoints: int = 3
 
     def __post_init__(self):
-        from acl_tf.training.finetuner import check_mode
         from acl_tf.models import check_branch
+        from acl_tf.trainers.finetuner import check_mode
 
         try:
             self.mode = check_mode(self.mode)
@@ -666,7 +652,7 @@ class StudyConfig:
     linear: tuple[str, ...] = ("ds",)
 
     def __post_init__(self):
-        from acl_tf.training.pretrainer import DUAL_BN_VARIANTS, VARIANTS
+        from acl_tf.trainers.pretrainer import DUAL_BN_VARIANTS, VARIANTS
 
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown or not self.variants:

@@ -23,8 +23,7 @@ import tensorflow as tf
 
 from acl_tf import distribute
 from acl_tf.attacks import PGDConfig, model_loss_fn, pgd_linf, replica_random_init, step_seed
-from acl_tf.losses import (ALPHA_CONVENTIONS, SEMISUP_TERMS, cross_entropy,
-                           semisup_student_loss)
+from acl_tf.losses import ALPHA_CONVENTIONS, SEMISUP_TERMS, cross_entropy, semisup_student_loss
 
 #: Keys of a student batch (a dict; see :class:`SemisupStudent`).
 BATCH_KEYS = ("images", "labels", "targets", "is_labelled")

@@ -1,7 +1,7 @@
 """Throughput benchmark of the ACL pre-training step and of its input pipeline.
 
 For every variant the benchmark builds the real pre-trainer (:func:`build_pretrainer`) and
-optimiser (:func:`build_optimizer`) from a :class:`~acl_tf.config.PretrainConfig`, compiles the
+optimiser (:func:`build_optimizer`) from a :class:`~acl_tf.configs.PretrainConfig`, compiles the
 training step the way ``model.fit`` does (``model.make_train_function()``: a ``tf.function``
 around :meth:`ACLPretrainer.train_step` reading from a ``tf.data`` iterator), feeds it one fixed
 batch of random views, and times ``steps`` steps after ``warmup_steps`` (the first call traces and
@@ -10,7 +10,7 @@ nothing retraces). Each variant runs in a fresh process (``spawn``) so that its 
 memory is its own.
 
 The input pipeline is timed separately: the JPEG TFRecords are decoded (:func:`acl_tf.data.load`)
-and :func:`acl_tf.augment.make_pretrain_dataset` draws two augmented views per image, batched
+and :func:`acl_tf.data.augment.make_pretrain_dataset` draws two augmented views per image, batched
 and prefetched as in pre-training. ``pipeline_share_of_step`` says which fraction of a variant's
 step time the pipeline would need on the same cores: near or above 1, data loading limits
 training.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import multiprocessing
 import os
 import platform
@@ -32,8 +31,9 @@ import statistics
 import time
 from typing import Callable, Optional
 
-from acl_tf.config import (BenchConfig, ConfigError, PretrainConfig, load_config, to_dict,
-                           write_json_atomic)
+from acl_tf.configs import BenchConfig, ConfigError, PretrainConfig, load_config, to_dict
+from acl_tf.core.errors import BenchmarkError, NonFiniteLossError
+from acl_tf.core.io import write_json_atomic
 
 RESULT_KEYS = ("images_per_s", "views_per_s", "seconds_per_step", "peak_memory_mb")
 
@@ -128,7 +128,7 @@ def configure_runtime(config: BenchConfig) -> None:
         if config.inter_op_threads:
             tf.config.threading.set_inter_op_parallelism_threads(config.inter_op_threads)
     except RuntimeError as err:  # TensorFlow already initialised in this process
-        raise RuntimeError("Thread settings must be applied in a fresh process (isolate=True).") \
+        raise BenchmarkError("Thread settings must be applied in a fresh process (isolate=True).") \
             from err
     keras.mixed_precision.set_global_policy(config.precision)
 
@@ -185,7 +185,7 @@ def _measure_variant(config: BenchConfig, variant: str) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from acl_tf.training.pretrain import build_optimizer, build_pretrainer
+    from acl_tf.tasks.pretrain import build_optimizer, build_pretrainer
 
     pcfg = pretrain_config(config, variant)
     load_before = load_average()
@@ -212,7 +212,7 @@ def _measure_variant(config: BenchConfig, variant: str) -> dict:
         logs = train_function(iterator)
         loss = float(logs["loss"])  # waits for the step to finish
         if not np.isfinite(loss):
-            raise FloatingPointError(f"{variant}: non-finite loss {loss} in the benchmark.")
+            raise NonFiniteLossError(f"{variant}: non-finite loss {loss} in the benchmark.")
         return time.perf_counter() - start, time.process_time() - cpu_start, loss
 
     first, _, _ = step()
@@ -341,7 +341,7 @@ def measure_input_pipeline(config: BenchConfig) -> dict:
     the first batch; ``epoch_start_s``: building an epoch's dataset up to its first batch.
     """
     from acl_tf import data as data_lib
-    from acl_tf.augment import make_pretrain_dataset
+    from acl_tf.data.augment import make_pretrain_dataset
 
     pcfg = pretrain_config(config, "s2s")
     start = time.perf_counter()
@@ -391,7 +391,7 @@ class IsolatedCall:
         try:
             return self.future.result()
         except concurrent.futures.process.BrokenProcessPool as err:
-            raise RuntimeError(f"The benchmark process of {self.name} died (out of memory?).") \
+            raise BenchmarkError(f"The benchmark process of {self.name} died (out of memory?).") \
                 from err
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
@@ -404,7 +404,7 @@ def run_isolated(fn: Callable, *args):
 
 def check_config(config: BenchConfig) -> BenchConfig:
     """Validates the variants against the pre-trainer's list (raises ConfigError)."""
-    from acl_tf.training.pretrainer import check_variant
+    from acl_tf.trainers.pretrainer import check_variant
 
     try:
         variants = tuple(check_variant(v) for v in config.variants)

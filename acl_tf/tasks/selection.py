@@ -31,8 +31,8 @@ import numpy as np
 from absl import logging
 
 from acl_tf.attacks import PGDConfig
-from acl_tf.config import write_json_atomic
-from acl_tf.training.loop import save_keras_atomic
+from acl_tf.core.io import write_json_atomic
+from acl_tf.tasks.fit import save_keras_atomic
 
 METRICS_FILE = "metrics.json"
 
@@ -89,7 +89,7 @@ class ModelSelection:
         batch_size, seed: see :func:`validation_accuracy`.
         info: extra fields recorded at the top of ``metrics.json`` (mode, branch, ...).
 
-    Use :meth:`callbacks` with :func:`acl_tf.training.loop.fit_epochs` and call
+    Use :meth:`callbacks` with :func:`acl_tf.tasks.fit.fit_epochs` and call
     :meth:`catch_up` with the number of finished epochs after it returns.
     """
 

@@ -23,15 +23,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from acl_tf.config import read_config, write_config
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss."""
-
-
-class RunDirError(ValueError):
-    """A model directory that cannot be used as asked (e.g. overwriting finished work)."""
+from acl_tf.configs import read_config, write_config
+from acl_tf.core.errors import NonFiniteLossError, RunDirError  # noqa: F401 (re-exported)
 
 
 def prepare_run_dir(model_dir, config, resume: bool, write: bool = True):

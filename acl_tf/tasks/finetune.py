@@ -1,10 +1,10 @@
-"""Runs supervised fine-tuning (AFF / ALF / SLF) from a :class:`acl_tf.config.FinetuneConfig`.
+"""Runs supervised fine-tuning (AFF / ALF / SLF) from a :class:`acl_tf.configs.FinetuneConfig`.
 
 Steps: load the training split and hold out a class-balanced validation split; build the
 classifier (the pre-trained encoder of ``config.pretrained`` with its projection head dropped, or
-a randomly initialised one) and its :class:`~acl_tf.training.finetuner.Finetuner`; train with
-:func:`acl_tf.training.loop.fit_epochs` (checkpoints, resume, progress, TensorBoard) while
-:class:`~acl_tf.training.validation.ModelSelection` measures clean and PGD-20 validation accuracy
+a randomly initialised one) and its :class:`~acl_tf.trainers.finetuner.Finetuner`; train with
+:func:`acl_tf.tasks.fit.fit_epochs` (checkpoints, resume, progress, TensorBoard) while
+:class:`~acl_tf.tasks.selection.ModelSelection` measures clean and PGD-20 validation accuracy
 after every epoch; finally measure ``best.keras`` on the test split and export it as a SavedModel.
 
 The run directory receives, besides what ``fit_epochs`` writes (``config.json``,
@@ -32,13 +32,13 @@ from absl import logging
 
 from acl_tf import data as data_lib
 from acl_tf import distribute
-from acl_tf.augment import make_finetune_dataset
-from acl_tf.config import ConfigError, FinetuneConfig
+from acl_tf.configs import ConfigError, FinetuneConfig
+from acl_tf.data.augment import make_finetune_dataset
 from acl_tf.models import Classifier, build_encoder, set_synchronized_bn
-from acl_tf.training.finetuner import Finetuner
-from acl_tf.training.loop import fit_epochs, prepare_run_dir
-from acl_tf.training.optimizers import SGDL2, piecewise_epochs
-from acl_tf.training.validation import ModelSelection, validation_accuracy
+from acl_tf.optimizers import SGDL2, piecewise_epochs
+from acl_tf.tasks.fit import fit_epochs, prepare_run_dir
+from acl_tf.tasks.selection import ModelSelection, validation_accuracy
+from acl_tf.trainers.finetuner import Finetuner
 
 ENCODER_FILE = "encoder.keras"
 
@@ -166,9 +166,9 @@ def load_test_split(config: FinetuneConfig):
 
 def _export(classifier, model_dir: Path) -> Optional[str]:
     try:
-        from acl_tf.export import export_classifier
+        from acl_tf.serving.export import export_classifier
     except ImportError as err:
-        logging.info("SavedModel export skipped: acl_tf.export is not available (%s)", err)
+        logging.info("SavedModel export skipped: acl_tf.serving.export is not available (%s)", err)
         return None
     path = export_classifier(classifier, str(model_dir / "saved_model"))
     logging.info("exported best.keras as a SavedModel to %s", path)

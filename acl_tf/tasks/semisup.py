@@ -7,16 +7,16 @@ one output directory ``OUT``:
    the labelled subset only; the epoch of highest clean validation accuracy is kept as
    ``OUT/teacher/best.keras`` and tested.
 2. **pseudo_label**: the teacher's soft labels ``softmax(logits / T)`` for every training image,
-   written atomically to ``OUT/pseudo_labels.npz`` (:mod:`acl_tf.pseudo_labels`), with their
+   written atomically to ``OUT/pseudo_labels.npz`` (:mod:`acl_tf.data.pseudo_labels`), with their
    accuracy over the whole training set (the paper's diagnostic).
 3. **student** (step iii): from PM again with its ``adv`` BN, adversarial training on every
    non-validation image with the loss l_s
-   (:class:`~acl_tf.training.semisup_trainer.SemisupStudent`); batches mix labelled and
+   (:class:`~acl_tf.trainers.semisup.SemisupStudent`); batches mix labelled and
    unlabelled images in proportion to the label rate. The epoch of highest robust validation
    accuracy is kept (``OUT/student/best.keras``), tested (clean and PGD-20) and exported as a
    SavedModel to ``OUT/student/saved_model/<version>/``.
 
-Each training step is a :func:`acl_tf.training.loop.fit_epochs` run in its own directory
+Each training step is a :func:`acl_tf.tasks.fit.fit_epochs` run in its own directory
 (``config.json``, ``checkpoints/``, ``logs/``, ``history.json``, ``training_curves.png``,
 ``last.keras``, ``best.keras``, ``metrics.json``) and can be resumed. ``OUT/metrics.json`` gathers
 the headline figures of all steps.
@@ -42,15 +42,21 @@ from absl import logging
 from acl_tf import data as data_lib
 from acl_tf import distribute
 from acl_tf.attacks import PGDConfig
-from acl_tf.augment import make_finetune_dataset
-from acl_tf.config import ConfigError, SemisupConfig, write_config, write_json_atomic
+from acl_tf.configs import ConfigError, SemisupConfig, write_config
+from acl_tf.core.io import write_json_atomic
+from acl_tf.data.augment import make_finetune_dataset
+from acl_tf.data.pseudo_labels import (
+    PseudoLabelError,
+    PseudoLabels,
+    load_pseudo_labels,
+    make_pseudo_labels,
+    save_pseudo_labels,
+)
 from acl_tf.models import Classifier, set_synchronized_bn
-from acl_tf.pseudo_labels import (PseudoLabelError, PseudoLabels, load_pseudo_labels,
-                                  make_pseudo_labels, save_pseudo_labels)
-from acl_tf.training.finetune import align_model_config, build_optimizer, load_encoder, load_split
-from acl_tf.training.loop import fit_epochs, prepare_run_dir
-from acl_tf.training.semisup_trainer import SemisupStudent, TeacherTrainer
-from acl_tf.training.validation import ModelSelection, read_metrics
+from acl_tf.tasks.finetune import align_model_config, build_optimizer, load_encoder, load_split
+from acl_tf.tasks.fit import fit_epochs, prepare_run_dir
+from acl_tf.tasks.selection import ModelSelection, read_metrics
+from acl_tf.trainers.semisup import SemisupStudent, TeacherTrainer
 
 STEPS = ("all", "teacher", "pseudo_label", "student")
 TEACHER_DIR = "teacher"
@@ -397,9 +403,9 @@ def align_pseudo_labels(pseudo: PseudoLabels, data, where: str) -> PseudoLabels:
 
 def _export(classifier, run_dir: Path) -> Optional[str]:
     try:
-        from acl_tf.export import export_classifier
+        from acl_tf.serving.export import export_classifier
     except ImportError as err:
-        logging.info("SavedModel export skipped: acl_tf.export is not available (%s)", err)
+        logging.info("SavedModel export skipped: acl_tf.serving.export is not available (%s)", err)
         return None
     path = export_classifier(classifier, str(run_dir / "saved_model"))
     logging.info("exported the student's best.keras as a SavedModel to %s", path)

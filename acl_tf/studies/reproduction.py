@@ -1,9 +1,9 @@
 """The reproduction study: the paper's Tables 3, 4, 5 and Fig. 3 at a chosen scale.
 
-:func:`plan` turns a :class:`~acl_tf.config.StudyConfig` into an ordered list of
+:func:`plan` turns a :class:`~acl_tf.configs.StudyConfig` into an ordered list of
 :class:`Stage` s (pre-training, AFF fine-tuning, linear separability), each an ordinary run of
-:func:`~acl_tf.training.pretrain.run_pretraining`, :func:`~acl_tf.training.finetune.run_finetuning`
-or :func:`~acl_tf.training.linear_separability.run_linear_separability` in
+:func:`~acl_tf.tasks.pretrain.run_pretraining`, :func:`~acl_tf.tasks.finetune.run_finetuning`
+or :func:`~acl_tf.tasks.linear_eval.run_linear_separability` in
 ``study_dir/<stage name>/``. :func:`run_study` runs them in order, skipping finished stages and
 resuming interrupted ones from their last checkpoint, so rerunning the same command after a crash
 continues where it stopped. After every stage :func:`write_report` collects whatever has finished
@@ -32,12 +32,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from acl_tf.config import (FinetuneConfig, PretrainConfig, StudyConfig, load_config, to_dict,
-                           write_json_atomic, write_text_atomic)
-from acl_tf.training.finetune import run_finetuning
-from acl_tf.training.linear_separability import PROTOCOLS, run_linear_separability
-from acl_tf.training.pretrain import run_pretraining
-from acl_tf.training.validation import read_metrics
+from acl_tf.configs import FinetuneConfig, PretrainConfig, StudyConfig, load_config, to_dict
+from acl_tf.core.io import write_json_atomic, write_text_atomic
+from acl_tf.tasks.finetune import run_finetuning
+from acl_tf.tasks.linear_eval import run_linear_separability
+from acl_tf.tasks.pretrain import run_pretraining
+from acl_tf.tasks.selection import read_metrics
 
 #: The paper's figures (CIFAR-10, ResNet-18, eps 8/255, PGD-20), in percent: (TA, RA).
 PAPER = {

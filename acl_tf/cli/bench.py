@@ -1,0 +1,103 @@
+"""Throughput benchmark command line (see :mod:`acl_tf.tasks.bench`).
+
+    python -m acl_tf.bench --variants=s2s,a2a,a2s,ds --batch_size=64 --width=64 \\
+        --output=benchmarks/results_cpu.json --markdown=benchmarks/results_cpu.md
+    python -m acl_tf.bench --quick --output=/tmp/bench.json          # < 1 min on 2 CPU cores
+                                                    # (rough figures: 2 variants at a time)
+    python -m acl_tf.bench --from_json=benchmarks/results_cpu.json --markdown=-   # re-render
+
+``--config`` names a file in ``configs/bench/`` (default ``cpu_resnet18``; ``--quick`` is
+``--config=quick``); the flags below override its fields when given. Every variant runs in a
+fresh process; the JSON holds the settings, the machine, per-variant figures,
+``ds_over_s2s_time_ratio`` and the input pipeline's figures.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import flags
+
+from acl_tf.cli.common import run
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines the command-line flags (only when run as a program, so that importing this
+    module, e.g. in tests or another command line, defines no global flags)."""
+    flags.DEFINE_string("config", None, "Bench config name under configs/bench/ or a path "
+                        "(default cpu_resnet18, or quick with --quick).")
+    flags.DEFINE_bool("quick", False, "Tiny model and few steps: checks the benchmark runs.")
+    flags.DEFINE_list("variants", None, "Variants to time, e.g. s2s,a2a,a2s,ds.")
+    flags.DEFINE_integer("batch_size", None, "Source images per step (2 views each).")
+    flags.DEFINE_integer("width", None, "ResNet-18 first-stage width.")
+    from acl_tf.configs import BENCH_PRECISIONS
+
+    flags.DEFINE_enum("precision", None, list(BENCH_PRECISIONS), "Keras dtype policy.")
+    flags.DEFINE_bool("jit_compile", None, "Compile the step with XLA.")
+    flags.DEFINE_integer("steps", None, "Timed steps (the median is reported).")
+    flags.DEFINE_integer("warmup_steps", None, "Untimed steps after the first (tracing) call.")
+    flags.DEFINE_bool("floor", None, "Also time a plain Keras ResNet-18's training and attack "
+                      "passes (the least a step can cost).")
+    flags.DEFINE_bool("pipeline", None, "Also time the input pipeline.")
+    flags.DEFINE_string("pipeline_source", None, "TFRecords of the input-pipeline timing.")
+    flags.DEFINE_integer("pipeline_limit", None, "Decode only the first N images.")
+    flags.DEFINE_integer("intra_op_threads", None, "TensorFlow intra-op threads (0: default).")
+    flags.DEFINE_integer("inter_op_threads", None, "TensorFlow inter-op threads (0: default).")
+    flags.DEFINE_integer("parallel", None, "Variants measured at once (>1 only to check "
+                         "quickly that everything runs: the processes compete for the cores).")
+    flags.DEFINE_multi_string("set", [], "Bench config override field=value (repeatable).")
+    flags.DEFINE_string("output", None, "Write the results as JSON here.")
+    flags.DEFINE_string("markdown", None, "Write the Markdown tables here ('-': stdout).")
+    flags.DEFINE_string("from_json", None, "Render an earlier --output instead of measuring.")
+
+_FIELDS = ("variants", "batch_size", "width", "precision", "jit_compile", "steps", "warmup_steps",
+           "floor", "pipeline", "pipeline_source", "pipeline_limit", "intra_op_threads",
+           "inter_op_threads", "parallel")
+
+
+def flag_overrides() -> list:
+    """``field=value`` overrides of the flags that were given."""
+    overrides = []
+    for name in _FIELDS:
+        value = getattr(FLAGS, name)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = "[" + ",".join(value) + "]"
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        overrides.append(f"{name}={value}")
+    return overrides + list(FLAGS.set)
+
+
+def main(argv):
+    del argv
+    from acl_tf.configs import BenchConfig, ConfigError, load_config
+    from acl_tf.tasks import bench as benchmark
+
+    if FLAGS.from_json:
+        try:
+            with open(FLAGS.from_json) as f:
+                results = json.load(f)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"Cannot read --from_json={FLAGS.from_json}: {err}") from err
+    else:
+        name = FLAGS.config or ("quick" if FLAGS.quick else "cpu_resnet18")
+        config = load_config(BenchConfig, "bench", name, flag_overrides())
+        results = benchmark.run_benchmark(
+            config, log=lambda message: print(message, file=sys.stderr, flush=True))
+    if FLAGS.output:
+        benchmark.write_json(results, FLAGS.output)
+    table = benchmark.render_markdown(results)
+    if FLAGS.markdown == "-" or not (FLAGS.markdown or FLAGS.output):
+        print(table)
+    elif FLAGS.markdown:
+        with open(FLAGS.markdown, "w") as f:
+            f.write(table)
+
+
+if __name__ == "__main__":
+    run(define_flags, main)

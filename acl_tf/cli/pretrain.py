@@ -1,0 +1,73 @@
+"""ACL pre-training command line.
+
+    python -m acl_tf.pretrain --variant=ds --config=smoke --model_dir=runs/smoke_ds
+    python -m acl_tf.pretrain --config=cifar10_resnet18 --model_dir=runs/ds --set=epochs=200
+    python -m acl_tf.pretrain --model_dir=runs/ds --resume      # continue after a crash
+    python -m acl_tf.pretrain --config=cifar10_resnet18 --model_dir=runs/ds \
+        --strategy=mirrored --sync_bn                              # all GPUs of this machine
+
+``--config`` names a file in ``configs/pretrain/`` (or is a path to a YAML/JSON file); every field
+can be overridden with ``--set=field.subfield=value`` (repeatable). On ``--resume`` the run's own
+``config.json`` is the starting point.
+
+``--strategy`` picks the ``tf.distribute`` strategy (``default``, ``mirrored``, ``multi_worker``
+with the cluster in ``TF_CONFIG``, or ``tpu`` with ``--tpu=ADDRESS``); ``batch_size`` stays the
+global batch. ``--sync_bn`` (= ``--set=model.sync_bn=true``) synchronises BN statistics across
+replicas. See docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from absl import flags, logging
+
+from acl_tf.cli.common import run
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines the command-line flags (only when run as a program, so that importing this
+    module, e.g. in tests or another command line, defines no global flags)."""
+    flags.DEFINE_string("variant", None, "ACL variant: s2s, a2a, a2s or ds (default: the config's).")
+    flags.DEFINE_string("config", "cifar10_resnet18", "Config name under configs/pretrain/ or a path.")
+    flags.DEFINE_string("model_dir", None, "Run directory (config, checkpoints, logs, encoder).")
+    flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --model_dir.")
+    flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
+    from acl_tf.distribute import define_strategy_flags
+
+    define_strategy_flags()
+    flags.mark_flag_as_required("model_dir")
+
+
+def resolve_config(config_name, overrides, variant, model_dir, resume, sync_bn=None):
+    """The run's config: named config (or the saved one on resume) + overrides + variant
+    (+ ``model.sync_bn`` when ``sync_bn`` is not None)."""
+    from acl_tf.configs import PretrainConfig, load_config
+
+    overrides = list(overrides) + ([f"variant={variant}"] if variant else [])
+    if sync_bn is not None:
+        overrides.append(f"model.sync_bn={str(bool(sync_bn)).lower()}")
+    saved = Path(model_dir) / "config.json"
+    if resume and saved.exists():
+        return load_config(PretrainConfig, "pretrain", str(saved), overrides)
+    return load_config(PretrainConfig, "pretrain", config_name, overrides)
+
+
+def main(argv):
+    del argv
+    from acl_tf.distribute import is_chief, make_strategy
+    from acl_tf.tasks.pretrain import run_pretraining
+
+    # First: multi-worker and TPU strategies must exist before TensorFlow runs any op.
+    strategy = make_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu)
+    config = resolve_config(FLAGS.config, FLAGS.set, FLAGS.variant, FLAGS.model_dir,
+                            FLAGS.resume, sync_bn=FLAGS.sync_bn)
+    run_pretraining(config, FLAGS.model_dir, resume=FLAGS.resume, strategy=strategy)
+    if is_chief(strategy):
+        logging.info("done: encoder written to %s", Path(FLAGS.model_dir) / "encoder.keras")
+
+
+if __name__ == "__main__":
+    run(define_flags, main)

@@ -1,0 +1,126 @@
+"""Semi-supervised adversarial training from few labels (reference section 4, paper Table 2).
+
+    python -m acl_tf.semisup --config=cifar10_paper --pretrained=runs/ds --label_fraction=0.01 \\
+        --model_dir=runs/ds_semi_1pct                        # teacher, pseudo-labels, student
+    python -m acl_tf.semisup --config=cifar10_paper --label_fraction=0.01 \\
+        --model_dir=runs/uat_1pct                            # no pre-training: vanilla UAT++
+    python -m acl_tf.semisup --model_dir=runs/ds_semi_1pct --step=student   # one step alone
+    python -m acl_tf.semisup --model_dir=runs/ds_semi_1pct --resume         # after a crash
+
+``--step``: ``all`` (default), ``teacher`` (step ii: standard training on the labelled subset,
+``normal`` BN), ``pseudo_label`` (soft labels of every training image -> ``OUT/pseudo_labels.npz``,
+and their accuracy) or ``student`` (step iii: adversarial training on all images, ``adv`` BN;
+exported to ``OUT/student/saved_model/``). A step run alone reads the previous step's output in
+``--model_dir`` (or ``--teacher`` / ``--pseudo_labels``) and, unless ``--config`` is given, the
+config saved there. ``--config`` names a file in ``configs/semisup/`` (or a YAML/JSON path);
+``--set=field.sub=value`` overrides any field. ``OUT/metrics.json`` collects the figures.
+
+``--strategy`` (``default``, ``mirrored``, ``multi_worker`` with the cluster in ``TF_CONFIG``,
+``tpu`` with ``--tpu=ADDRESS``) and ``--sync_bn`` work as for ``acl_tf.finetune``: the teacher's
+and the student's batch sizes are global batches split over the replicas. See
+docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from absl import flags, logging
+
+from acl_tf.cli.common import run
+from acl_tf.core.errors import ConfigError
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines the command-line flags (only when run as a program, so that importing this
+    module, e.g. in tests or another command line, defines no global flags)."""
+    flags.DEFINE_string("config", "cifar10_paper", "Config name under configs/semisup/ or a path.")
+    flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras (or "
+                        "a .keras encoder file). Omit for random initialisation (vanilla UAT++).")
+    flags.DEFINE_float("label_fraction", None, "Fraction of the (non-validation) training images "
+                       "that keep their label, class-balanced (default: the config's).")
+    flags.DEFINE_integer("labels_per_class", None, "Labelled images per class (instead of "
+                         "--label_fraction).")
+    flags.DEFINE_enum("step", "all", ["all", "teacher", "pseudo_label", "student"],
+                      "Which step to run; a single step reads the previous one's output.")
+    flags.DEFINE_string("teacher", None, "--step=pseudo_label: teacher classifier .keras file "
+                        "(default: MODEL_DIR/teacher/best.keras).")
+    flags.DEFINE_string("pseudo_labels", None, "--step=student: pseudo-label .npz file (default: "
+                        "MODEL_DIR/pseudo_labels.npz).")
+    flags.DEFINE_string("model_dir", None, "Output directory (config.json, teacher/, "
+                        "pseudo_labels.npz, student/, metrics.json).")
+    flags.DEFINE_bool("resume", False, "Continue interrupted training; with --step=all, skip the "
+                      "steps that finished.")
+    flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
+    from acl_tf.distribute import define_strategy_flags
+
+    define_strategy_flags()
+    flags.mark_flag_as_required("model_dir")
+
+MODEL_FIELDS = ("arch", "width", "bn")
+
+
+def resolve_config(config_name, overrides, *, pretrained=None, label_fraction=None,
+                   labels_per_class=None, model_dir, use_saved=False, align=True):
+    """The run's config: the named config (or ``MODEL_DIR/config.json`` when ``use_saved`` and it
+    exists) + overrides + flags, with the model section taken from the pre-trained encoder
+    (explicit ``model.*`` overrides must agree with it) when ``align``."""
+    import dataclasses
+
+    from acl_tf.configs import SemisupConfig, load_config
+    from acl_tf.tasks.finetune import align_model_config
+
+    if label_fraction is not None and labels_per_class is not None:
+        raise ConfigError("Pass --label_fraction or --labels_per_class, not both.")
+    overrides = list(overrides)
+    explicit = [key.split("=", 1)[0].strip() for key in overrides]
+    strict = [f for f in MODEL_FIELDS if f"model.{f}" in explicit]
+    if label_fraction is not None:
+        overrides += [f"label_fraction={label_fraction}", "labels_per_class=null"]
+    if labels_per_class is not None:
+        overrides += [f"labels_per_class={labels_per_class}", "label_fraction=null"]
+    saved = Path(model_dir) / "config.json"
+    source = str(saved) if use_saved and saved.exists() else config_name
+    config = load_config(SemisupConfig, "semisup", source, overrides)
+    if pretrained:
+        config = dataclasses.replace(config, pretrained=pretrained)
+    return align_model_config(config, strict=strict) if align else config
+
+
+def main(argv):
+    del argv
+    from acl_tf.distribute import is_chief, make_strategy
+    from acl_tf.tasks.semisup import run_semisup
+
+    use_saved = FLAGS.resume or (FLAGS.step != "all" and not FLAGS["config"].present)
+    overrides = list(FLAGS.set)
+    if FLAGS.sync_bn is not None:
+        overrides.append(f"model.sync_bn={str(FLAGS.sync_bn).lower()}")
+    # First: multi-worker and TPU strategies must exist before TensorFlow runs any op.
+    strategy = make_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu)
+    config = resolve_config(FLAGS.config, overrides, pretrained=FLAGS.pretrained,
+                            label_fraction=FLAGS.label_fraction,
+                            labels_per_class=FLAGS.labels_per_class,
+                            model_dir=FLAGS.model_dir, use_saved=use_saved,
+                            align=FLAGS.step != "pseudo_label")
+    summary = run_semisup(config, FLAGS.model_dir, step=FLAGS.step, resume=FLAGS.resume,
+                          teacher=FLAGS.teacher, pseudo_labels=FLAGS.pseudo_labels,
+                          strategy=strategy)
+    parts = []
+    for key, label in (("teacher_test_accuracy", "teacher test accuracy"),
+                       ("pseudo_label_accuracy", "pseudo-label accuracy (all training images)"),
+                       ("student_test_accuracy", "student test accuracy"),
+                       ("student_test_robust_accuracy",
+                        f"student test {summary.get('robust_attack', 'PGD')} accuracy")):
+        if key in summary:
+            parts.append(f"{label} {summary[key]:.4f}")
+    line = "; ".join(parts) or "nothing measured"
+    if is_chief(strategy):
+        logging.info("done: %s (%s)", line, Path(FLAGS.model_dir) / "metrics.json")
+        print(line)
+
+
+if __name__ == "__main__":
+    run(define_flags, main)

@@ -1,0 +1,14 @@
+"""Images in, batches out: loading (:mod:`.sources`), torchvision-semantics augmentation
+(:mod:`.augment`), the semi-supervised label split (:mod:`.label_split`) and the pseudo-label
+artifact (:mod:`.pseudo_labels`). The loading API is re-exported here: ``data.load(...)``."""
+
+from acl_tf.data.sources import (  # noqa: F401
+                                 DEFAULT_NUM_CLASSES,
+                                 DataError,
+                                 ImageData,
+                                 class_balanced_indices,
+                                 load,
+                                 to_dataset,
+                                 train_val_split,
+                                 write_tfrecord,
+)

@@ -1,0 +1,1 @@
+"""Multi-run experiments built from the tasks: the reproduction study of the paper's tables."""

@@ -1,1 +1,0 @@
-"""Pre-training model, optimisers and schedules."""
