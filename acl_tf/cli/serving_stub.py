@@ -10,7 +10,7 @@ from __future__ import annotations
 from absl import flags, logging
 
 from acl_tf.cli.common import run
-from acl_tf.serving.stub import serve
+from acl_tf.serving.stub import DEFAULT_MAX_REQUEST_BYTES, serve
 
 FLAGS = flags.FLAGS
 
@@ -19,15 +19,22 @@ def define_flags():
     flags.DEFINE_string("saved_model", None, "SavedModel version directory or base directory.")
     flags.DEFINE_string("model_name", "acl", "Model name in the URL (/v1/models/NAME).")
     flags.DEFINE_string("host", "127.0.0.1", "Interface to listen on.")
-    flags.DEFINE_integer("port", 8501, "Port (TF Serving's REST default is 8501).")
+    flags.DEFINE_integer("port", 8501, "Port (TF Serving's REST default is 8501; 0 picks a free "
+                         "one).")
+    flags.DEFINE_integer("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES,
+                         "Largest request body served; a larger Content-Length is answered with "
+                         "HTTP 413 before the body is read (default 16 MiB: about 260 float32 "
+                         "32x32 images in row format).", lower_bound=1)
     flags.mark_flag_as_required("saved_model")
 
 
 def main(argv):
     del argv
-    server = serve(FLAGS.saved_model, FLAGS.model_name, FLAGS.host, FLAGS.port)
+    server = serve(FLAGS.saved_model, FLAGS.model_name, FLAGS.host, FLAGS.port,
+                   FLAGS.max_request_bytes)
     logging.info("serving %s as %s (Ctrl-C to stop)", server.saved_model_dir, server.url)
-    print(f"serving {server.saved_model_dir} at {server.url}:predict", flush=True)
+    print(f"serving {server.saved_model_dir} at {server.url}:predict (request bodies up to "
+          f"{server.max_request_bytes} bytes)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -12,6 +12,15 @@ as a Docker image; see ``docs/serving.md``):
   or the value itself for a single output) or ``{"outputs": ...}``; errors are
   ``{"error": "..."}`` with HTTP 400 (bad request / failed input check) or 404 (unknown model).
 
+A request body over ``max_request_bytes`` (default :data:`DEFAULT_MAX_REQUEST_BYTES`, 16 MiB:
+about 260 float32 32x32 images in row format, ~61 KiB of JSON each) is refused with HTTP 413
+from its ``Content-Length`` header alone, before any of the body is read; a body without a
+``Content-Length`` gets 411 and a malformed one 400. After such a refusal the connection is
+closed (what the client still sends is drained for a few seconds and discarded, so that the
+client can read the answer and the unread body is never taken for a next request). A client
+that hangs up mid-request or before reading its answer is logged as one warning line (absl
+logging) naming its address and the request, not as a traceback.
+
 It is a development tool (single process, no batching, no model reloading), not a server for
 production traffic. Run it with::
 
@@ -23,23 +32,56 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
-__all__ = ["StubServer", "serve", "start_in_thread"]
+from acl_tf.core.errors import ConfigError
+
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "StubServer", "serve", "start_in_thread"]
 
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
                    r"(?P<rest>/metadata|:predict)?$")
-_MAX_BODY = 256 * 1024 * 1024
+_DIGITS = re.compile(r"[0-9]+")
+
+#: Largest request body served by default (16 MiB). A 32x32x3 float32 image is ~61 KiB of JSON
+#: in row format, so this holds about 260 images (``serving_check`` sends 32 per request). A
+#: request costs many times its size in memory (JSON decoding alone ~4x, then the activations).
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+#: How long the unread body of a refused request is drained (and discarded) before closing.
+_LINGER_SECONDS = 5.0
 
 
 class _RequestError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+class _ClientGone(Exception):
+    """The client closed its connection before sending the whole request."""
+
+
+def _address(client_address) -> str:
+    try:
+        host, port = client_address[:2]
+        return f"{host}:{port}"
+    except (TypeError, ValueError):
+        return str(client_address)
+
+
+def _check_limit(max_request_bytes) -> int:
+    if (isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int)
+            or max_request_bytes < 1):
+        raise ConfigError(f"max_request_bytes must be a positive number of bytes, got "
+                          f"{max_request_bytes!r}")
+    return max_request_bytes
 
 
 def _unbracket(assertion: str) -> str:
@@ -63,13 +105,16 @@ def _tf_error_message(err: tf.errors.OpError) -> str:
 
 
 class StubServer(ThreadingHTTPServer):
-    """An HTTP server answering TF Serving REST requests from one loaded SavedModel."""
+    """An HTTP server answering TF Serving REST requests from one loaded SavedModel; request
+    bodies over ``max_request_bytes`` are refused with HTTP 413 (see the module docstring)."""
 
     daemon_threads = True
 
-    def __init__(self, address, saved_model_dir, model_name: str = "acl"):
+    def __init__(self, address, saved_model_dir, model_name: str = "acl",
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
         from acl_tf.serving.export import resolve_version_dir
 
+        self.max_request_bytes = _check_limit(max_request_bytes)
         self.saved_model_dir = resolve_version_dir(saved_model_dir)
         self.version = (self.saved_model_dir.name if self.saved_model_dir.name.isdigit()
                         else "1")
@@ -82,6 +127,16 @@ class StubServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/v1/models/{self.model_name}"
+
+    def handle_error(self, request, client_address):
+        """socketserver prints a traceback to stderr for any error escaping a handler; a client
+        hanging up is routine, so it is one log line instead (the handler logs those it sees
+        with the request; this catches the rest). Other errors keep the traceback."""
+        err = sys.exc_info()[1]
+        if isinstance(err, ConnectionError):
+            logging.warning("serving stub: client %s hung up: %s", _address(client_address), err)
+        else:
+            super().handle_error(request, client_address)
 
     # -- request handling (kept off the handler so it can be unit-tested) --
 
@@ -185,18 +240,101 @@ def _jsonable(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _drain(sock: socket.socket, seconds: float = _LINGER_SECONDS) -> None:
+    """Lingering close: ends our side of the connection, then reads and discards what the client
+    still sends until it closes (or ``seconds`` pass). Closing a socket with unread data sends a
+    TCP reset, which can destroy the answer before a client that first sends its whole body
+    (urllib, requests) reads it."""
+    deadline = time.monotonic() + seconds
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(65536):
+                break
+    except OSError:  # timeout, reset: the server closes the socket next either way
+        pass
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: StubServer
     protocol_version = "HTTP/1.1"
+    _linger = False            # drain the unread body before closing (see _refuse)
+    _last_request = None       # the connection's previous request, for the hang-up log line
 
     def log_message(self, format, *args):  # noqa: A002 - quiet by default
         pass
 
-    def _send(self, status: int, payload: dict):
+    # -- connection handling: hang-ups are one log line, refusals close the connection --
+
+    def handle(self):
+        try:
+            super().handle()
+        except (ConnectionError, _ClientGone) as err:
+            self.close_connection = True
+            self._linger = False
+            if self.path is not None:
+                where = f"during {self.command} {self.path}"
+            elif self._last_request:
+                where = f"after {self._last_request}"
+            else:
+                where = "before sending a request"
+            logging.warning("serving stub: client %s hung up %s: %s",
+                            _address(self.client_address), where, err)
+
+    def handle_one_request(self):
+        self.command = self.path = None
+        super().handle_one_request()
+        if self.path is not None:
+            self._last_request = f"{self.command} {self.path}"
+
+    def handle_expect_100(self):
+        # "Expect: 100-continue": refuse an oversized body before the client sends it.
+        if self.command == "POST":
+            try:
+                self._body_length()
+            except _RequestError as err:
+                self._refuse(err)
+                return False
+        return super().handle_expect_100()
+
+    def finish(self):
+        super().finish()
+        if self._linger:
+            _drain(self.connection)
+
+    def _body_length(self) -> int:
+        """The request body's length from its headers, within the server's limit."""
+        limit = self.server.max_request_bytes
+        if "Transfer-Encoding" in self.headers:
+            raise _RequestError(411, "chunked request bodies are not supported: send the body "
+                                     "with a Content-Length header")
+        values = [v.strip() for v in self.headers.get_all("Content-Length") or []]
+        if not values:
+            raise _RequestError(411, "a request body needs a Content-Length header")
+        if len(set(values)) != 1 or not _DIGITS.fullmatch(values[0]):
+            raise _RequestError(400, f"bad Content-Length header: {', '.join(values)!r}")
+        length = int(values[0])
+        if length == 0:
+            raise _RequestError(400, "empty request body: send a JSON object")
+        if length > limit:
+            raise _RequestError(413, f"request body of {length} bytes exceeds the limit of "
+                                     f"{limit} bytes (--max_request_bytes); send fewer "
+                                     f"instances per request")
+        return length
+
+    def _refuse(self, err: _RequestError):
+        """Answers a request whose body is not read, then closes the connection."""
+        self._send(err.status, {"error": str(err)}, close=True)
+        self._linger = True
+
+    def _send(self, status: int, payload: dict, close: bool = False):
         data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")  # also sets self.close_connection
         self.end_headers()
         self.wfile.write(data)
 
@@ -211,56 +349,71 @@ class _Handler(BaseHTTPRequestHandler):
                                      f"{match['name']}, {match['version']})")
         return match["rest"]
 
+    # -- requests --
+
     def do_GET(self):  # noqa: N802 - http.server API
+        # A GET body is never read: close the connection rather than parse it as a request.
+        unread = ("Transfer-Encoding" in self.headers
+                  or self.headers.get("Content-Length", "0").strip() not in ("", "0"))
         try:
-            rest = self._route()
-            if rest == ":predict":
-                raise _RequestError(400, "predict needs POST")
-            if rest == "/metadata":
-                sigs = {name: {"inputs": {k: {"dtype": v.dtype.name,
-                                              "shape": None if v.shape.rank is None
-                                              else v.shape.as_list()}
-                                          for k, v in self.server.signature_inputs(name).items()},
-                               "outputs": sorted(fn.structured_outputs)}
-                        for name, fn in self.server.signatures.items()}
-                self._send(200, {"model_spec": {"name": self.server.model_name,
-                                                "version": self.server.version},
-                                 "metadata": {"signature_def": sigs}})
-                return
-            self._send(200, {"model_version_status": [{
-                "version": self.server.version, "state": "AVAILABLE",
-                "status": {"error_code": "OK", "error_message": ""}}]})
+            status, payload = 200, self._get(self._route())
         except _RequestError as err:
-            self._send(err.status, {"error": str(err)})
+            status, payload = err.status, {"error": str(err)}
+        self._send(status, payload, close=unread)
+        self._linger = unread
+
+    def _get(self, rest) -> dict:
+        if rest == ":predict":
+            raise _RequestError(400, "predict needs POST")
+        if rest == "/metadata":
+            sigs = {name: {"inputs": {k: {"dtype": v.dtype.name,
+                                          "shape": None if v.shape.rank is None
+                                          else v.shape.as_list()}
+                                      for k, v in self.server.signature_inputs(name).items()},
+                           "outputs": sorted(fn.structured_outputs)}
+                    for name, fn in self.server.signatures.items()}
+            return {"model_spec": {"name": self.server.model_name,
+                                   "version": self.server.version},
+                    "metadata": {"signature_def": sigs}}
+        return {"model_version_status": [{
+            "version": self.server.version, "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""}}]}
 
     def do_POST(self):  # noqa: N802 - http.server API
         try:
+            length = self._body_length()
+        except _RequestError as err:
+            self._refuse(err)  # 411 / 400 / 413 without reading the body
+            return
+        raw = self.rfile.read(length)
+        if len(raw) < length:
+            raise _ClientGone(f"request body ended after {len(raw)} of {length} bytes")
+        try:
             if self._route() != ":predict":
                 raise _RequestError(404, f"Malformed request: POST {self.path}")
-            length = int(self.headers.get("Content-Length") or 0)
-            if length <= 0 or length > _MAX_BODY:
-                raise _RequestError(400, f"request body of {length} bytes (needs 1 .. "
-                                         f"{_MAX_BODY})")
             try:
-                body = json.loads(self.rfile.read(length))
+                body = json.loads(raw)
             except ValueError as err:
                 raise _RequestError(400, f"JSON Parse error: {err}") from None
+            del raw
             self._send(200, self.server.predict(body))
         except _RequestError as err:
             self._send(err.status, {"error": str(err)})
 
 
 def serve(saved_model_dir, model_name: str = "acl", host: str = "127.0.0.1",
-          port: int = 8501) -> StubServer:
+          port: int = 8501, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> StubServer:
     """Loads the SavedModel (a version directory, or a base directory: its highest version) and
-    returns the bound server (call ``serve_forever()``; ``port=0`` picks a free port)."""
-    return StubServer((host, port), saved_model_dir, model_name)
+    returns the bound server (call ``serve_forever()``; ``port=0`` picks a free port). Request
+    bodies over ``max_request_bytes`` are answered with HTTP 413."""
+    return StubServer((host, port), saved_model_dir, model_name, max_request_bytes)
 
 
 def start_in_thread(saved_model_dir, model_name: str = "acl", host: str = "127.0.0.1",
-                    port: int = 0) -> tuple[StubServer, threading.Thread]:
+                    port: int = 0, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+                    ) -> tuple[StubServer, threading.Thread]:
     """Starts a server on a daemon thread; stop it with ``server.shutdown(); server.server_close()``."""
-    server = serve(saved_model_dir, model_name, host, port)
+    server = serve(saved_model_dir, model_name, host, port, max_request_bytes)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               daemon=True, name="acl-serving-stub")
     thread.start()
