@@ -9,39 +9,12 @@ chosen BN branch, so the attack changes neither weights nor moving statistics.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable, Optional
 
 import tensorflow as tf
 
 from acl_tf import distribute
-
-RANDOM_STARTS = ("uniform", "normal", "none")
-
-
-@dataclasses.dataclass(frozen=True)
-class PGDConfig:
-    """Settings of an L-inf PGD attack (pixel units of images in [0, 1]).
-
-    ``random_start``: ``uniform`` in [-eps, eps] (Madry et al.; ACL pre-training and PGD-20
-    evaluation), ``normal`` (x + ``normal_std`` * N(0, 1), the TRADES start) or ``none``.
-    """
-
-    epsilon: float = 8 / 255
-    step_size: float = 2 / 255
-    steps: int = 5
-    random_start: str = "uniform"
-    normal_std: float = 0.001
-
-    def __post_init__(self):
-        if self.epsilon < 0 or self.step_size < 0:
-            raise ValueError(f"epsilon and step_size must be >= 0, got {self.epsilon}, "
-                             f"{self.step_size}.")
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}.")
-        if self.random_start not in RANDOM_STARTS:
-            raise ValueError(f"Unknown random_start {self.random_start!r}; expected one of "
-                             f"{RANDOM_STARTS}.")
+from acl_tf.configs import RANDOM_STARTS, PGDConfig  # noqa: F401 (re-exported)
 
 
 def random_noise(shape, config: PGDConfig, seed=None, dtype=tf.float32):

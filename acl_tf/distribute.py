@@ -26,24 +26,8 @@ from typing import Iterator, Optional, Sequence
 import tensorflow as tf
 from absl import logging
 
+from acl_tf.configs import STRATEGIES
 from acl_tf.core.errors import StrategyError  # noqa: F401 (re-exported)
-
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-
-
-
-def define_strategy_flags() -> None:
-    """Defines ``--strategy``, ``--tpu`` and ``--sync_bn``, the flags every training command
-    line shares (call from its ``define_flags``; the library never reads flags)."""
-    from absl import flags
-
-    flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
-                      "tf.distribute strategy: one device, the GPUs of this machine, several "
-                      "machines (TF_CONFIG) or a TPU.")
-    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a "
-                        "TPU VM; empty: auto-detect).")
-    flags.DEFINE_bool("sync_bn", None, "Synchronise BN batch statistics across replicas "
-                      "(overrides model.sync_bn; default: the config's).")
 
 
 def resolve_strategy(strategy=None) -> tf.distribute.Strategy:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from acl_tf import distribute
+from acl_tf.configs import ALPHA_CONVENTIONS
 
 
 def nt_xent(z_a, z_b, temperature: float = 0.5, return_accuracy: bool = False):
@@ -171,7 +172,6 @@ def nt_xent_cross_replica(z_a, z_b, temperature: float = 0.5, return_accuracy: b
 
 
 # -- Semi-supervised adversarial training (reference section 4) ----------------------------------
-ALPHA_CONVENTIONS = ("paper", "code")
 SEMISUP_TERMS = ("ce_labelled", "distill_labelled", "distill_unlabelled", "robust_kl")
 
 

@@ -1,13 +1,26 @@
-"""LARS and the learning-rate schedule of ACL pre-training."""
+"""The optimisers (LARS, SGD with coupled L2), their learning-rate schedules, and building them from
+the optimizer sections of the configs."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
 
+from acl_tf.configs import ConfigError, FinetuneOptimizerConfig, OptimizerConfig
+
+
+class _MomentumOptimizer(keras.optimizers.Optimizer):
+    """An optimiser with one momentum buffer per variable (``self.momentums``)."""
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self.momentums = [self.add_variable_from_reference(v, "momentum") for v in var_list]
+
 
 @keras.saving.register_keras_serializable(package="acl_tf")
-class LARS(keras.optimizers.Optimizer):
+class LARS(_MomentumOptimizer):
     """Layer-wise adaptive rate scaling with momentum, as in the ACL reference code.
 
     For every variable w with gradient g:
@@ -33,12 +46,6 @@ class LARS(keras.optimizers.Optimizer):
         self.momentum = momentum
         self.lars_weight_decay = weight_decay
         self.trust_coefficient = trust_coefficient
-
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self.momentums = [self.add_variable_from_reference(v, "momentum") for v in var_list]
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
@@ -77,7 +84,7 @@ def warmup_cosine(peak_lr: float, total_steps: int, warmup_steps: int, final_lr:
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")
-class SGDL2(keras.optimizers.Optimizer):
+class SGDL2(_MomentumOptimizer):
     """SGD with momentum and *coupled* L2 weight decay: ``torch.optim.SGD`` semantics.
 
     For every variable w with gradient g (dampening 0, as in the TRADES / ACL fine-tuning code):
@@ -110,12 +117,6 @@ class SGDL2(keras.optimizers.Optimizer):
         self.momentum = momentum
         self.l2 = weight_decay
         self.nesterov = nesterov
-
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self.momentums = [self.add_variable_from_reference(v, "momentum") for v in var_list]
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
@@ -158,3 +159,32 @@ def piecewise_epochs(learning_rate: float, steps_per_epoch: int, decay_epochs, f
     boundaries = [e * steps_per_epoch - 1 for e in decay_epochs]
     values = [float(learning_rate) * factor ** i for i in range(len(decay_epochs) + 1)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def build_pretrain_optimizer(config: OptimizerConfig, batch_size: int, steps_per_epoch: int,
+                             epochs: int):
+    """The pre-training optimiser of ``config`` with its (warm-up +) cosine or constant schedule."""
+    peak = config.peak_learning_rate(batch_size)
+    total = steps_per_epoch * epochs
+    warmup = config.warmup_epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        if warmup >= total:
+            raise ConfigError(f"optimizer.warmup_epochs ({config.warmup_epochs}) must be smaller "
+                              f"than the number of epochs ({epochs}).")
+        lr = warmup_cosine(peak, total, warmup, config.final_learning_rate)
+    else:
+        lr = peak
+    if config.name == "lars":
+        return LARS(lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                    trust_coefficient=config.trust_coefficient)
+    if config.name == "sgd":
+        # The reference's torch.optim.SGD couples L2 into the gradient (Keras' SGD decouples it).
+        return SGDL2(lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(lr)
+
+
+def build_finetune_optimizer(opt: FinetuneOptimizerConfig, steps_per_epoch: int) -> SGDL2:
+    """Fine-tuning's SGD (momentum, coupled L2) with the per-epoch piecewise-constant rate."""
+    lr = piecewise_epochs(opt.learning_rate, steps_per_epoch, opt.decay_epochs, opt.decay_factor)
+    return SGDL2(lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
+                 nesterov=opt.nesterov)

@@ -23,7 +23,7 @@ import numpy as np
 from acl_tf import data as data_lib
 from acl_tf.evaluation.knn import knn_accuracy
 from acl_tf.models import build_encoder
-from acl_tf.tasks.finetune import encoder_spec
+from acl_tf.tasks.encoders import encoder_spec
 
 
 def main():

@@ -24,3 +24,47 @@ def project_root():
 @pytest.fixture
 def sample_dir():
     return SAMPLE_DIR
+
+
+@pytest.fixture
+def restore_policy():
+    """Puts the Keras global dtype policy back after a test that changes it."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    yield
+    keras.mixed_precision.set_global_policy(previous)
+
+
+# -- the pipeline components' tiny artifacts, built once per session (tests/pipeline_helpers.py) --
+@pytest.fixture(scope="session")
+def components_work(tmp_path_factory):
+    """Train / test Examples artifacts (dict: root, train, test, test_data)."""
+    pytest.importorskip("tfx.v1")
+    import pipeline_helpers
+
+    return pipeline_helpers.build_work(tmp_path_factory.mktemp("components"))
+
+
+@pytest.fixture(scope="session")
+def components_encoder(components_work):
+    """The Pretrain component's encoder artifact."""
+    import pipeline_helpers
+
+    return pipeline_helpers.build_encoder(components_work)
+
+
+@pytest.fixture(scope="session")
+def components_finetuned(components_work, components_encoder):
+    """AdversarialTrain's fine-tuned classifier artifact."""
+    import pipeline_helpers
+
+    return pipeline_helpers.build_finetuned(components_work, components_encoder)
+
+
+@pytest.fixture(scope="session")
+def components_student(components_work, components_encoder):
+    """PseudoLabel's pseudo-labels and AdversarialTrain's semi-supervised student artifacts."""
+    import pipeline_helpers
+
+    return pipeline_helpers.build_student(components_work, components_encoder)

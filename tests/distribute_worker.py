@@ -163,7 +163,8 @@ def pretrain(variant: str, sync_bn: bool, steps: int, batch_size: int, dtype: st
     from acl_tf.data import load
     from acl_tf.data.augment import make_pretrain_dataset
     from acl_tf.models import set_synchronized_bn
-    from acl_tf.tasks.pretrain import build_optimizer, build_pretrainer
+    from acl_tf.optimizers import build_pretrain_optimizer as build_optimizer
+    from acl_tf.tasks.pretrain import build_pretrainer
 
     keras.config.set_dtype_policy(dtype)
     # The smoke config's LARS (lr 1.0) with its uniform random start; the single-device model
@@ -198,7 +199,8 @@ def trades(sync_bn: bool, steps: int, batch_size: int, dtype: str, attack_steps:
     from acl_tf.data import load
     from acl_tf.data.augment import make_finetune_dataset
     from acl_tf.models import set_synchronized_bn
-    from acl_tf.tasks.finetune import build_finetuner, build_optimizer
+    from acl_tf.optimizers import build_finetune_optimizer
+    from acl_tf.tasks.finetune import build_finetuner
 
     keras.config.set_dtype_policy(dtype)
     # A randomly initialised width-4 dual-BN encoder fine-tuned with AFF on its adv branch: the
@@ -214,7 +216,7 @@ def trades(sync_bn: bool, steps: int, batch_size: int, dtype: str, attack_steps:
             model = build_finetuner(config)
             if not sync_bn:
                 set_synchronized_bn(model, False)
-            model.compile(optimizer=build_optimizer(config, steps))
+            model.compile(optimizer=build_finetune_optimizer(config.optimizer, steps))
         if initial is not None:
             model.set_weights(initial)
         start = [w.numpy() for w in model.weights]

@@ -51,3 +51,31 @@ def make_tiny_classifier(seed: int = 0, width: int = 4):
     logits = classifier(probe, training=False, branch="adv").numpy()
     classifier.fc.bias.assign((classifier.fc.bias.numpy() - logits.mean(0)).astype(np.float32))
     return classifier
+
+
+EPS = 8 / 255
+
+
+def two_class_problem(n=300, seed=0, eps=EPS):
+    """A 2-class linear model on 2x2 images in [0.2, 0.8] and its exact robust set.
+
+    Score s = w.x + c decides class 1 (s > 0). Under an L-inf budget eps that never hits the
+    [0, 1] box, the worst case moves s by eps * ||w||_1, so an example of class 1 is robust iff
+    s - eps||w||_1 > 0 and one of class 0 iff s + eps||w||_1 < 0. Examples within 10% of the
+    threshold are dropped so that a finite PGD reaches the verdict without doubt.
+    """
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=12).astype(np.float32)
+    c = -0.5 * w.sum()
+    weights = np.zeros([12, 2], np.float32)
+    weights[:, 1] = w
+    biases = np.array([0.0, c], np.float32)
+    x = rng.uniform(0.2, 0.8, size=(n, 2, 2, 3)).astype(np.float32)
+    y = rng.integers(0, 2, size=n).astype(np.int64)
+    s = x.reshape(n, -1).astype(np.float64) @ w + c
+    signed = np.where(y == 1, s, -s)           # margin of the true class
+    budget = eps * np.abs(w).sum()
+    keep = np.abs(np.abs(signed) - budget) > 0.1 * budget
+    model = LinearClassifier({"adv": weights, "normal": weights},
+                             {"adv": biases, "normal": biases})
+    return model, x[keep], y[keep], signed[keep], budget

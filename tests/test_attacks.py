@@ -1,10 +1,13 @@
-"""L-inf PGD: hand-solvable linear models, projection, eager vs tf.function, no side effects."""
+"""L-inf PGD: hand-solvable linear models, projection, eager vs tf.function, no side effects, loss
+scaling (float16 gradients)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_pretrainer import make_pretrainer, views
 
 from acl_tf.attacks import PGDConfig, model_loss_fn, pgd_linf, project
+from acl_tf.losses import nt_xent
 from acl_tf.models import ResNet18
 
 
@@ -85,3 +88,43 @@ def test_attack_changes_no_weights_or_bn_statistics():
     # The attack raised the loss it maximises (inference-mode BN on the adv branch).
     loss_fn = model_loss_fn(model, ce, "adv")
     assert float(loss_fn(x_adv)) > float(loss_fn(x))
+
+
+# -- loss scaling (mixed float16) ------------------------------------------------------------------
+def test_pgd_loss_scale_rescues_underflowing_gradients():
+    """A float16 gradient of 1e-4 * 1e-4 underflows to 0 (no step); scaled by 2^15 it does not."""
+    x = tf.fill([2, 3], 0.5)
+    small = tf.constant(1e-4, tf.float16)
+
+    def loss_fn(x_adv):
+        return tf.cast(tf.reduce_sum(tf.cast(x_adv, tf.float16) * small * small), tf.float32)
+
+    config = PGDConfig(steps=1, random_start="none")
+    unscaled = pgd_linf(loss_fn, x, config)
+    scaled = pgd_linf(loss_fn, x, config, loss_scale=2.0 ** 15)
+    np.testing.assert_array_equal(unscaled, x)
+    np.testing.assert_allclose(scaled, x + config.step_size, rtol=1e-6)
+    # A scale that overflows: an infinite gradient still gives its sign ...
+    def big(v):
+        return tf.reduce_sum(tf.cast(v, tf.float16) * tf.constant(1e4, tf.float16))
+
+    overflow = pgd_linf(lambda v: tf.cast(big(v), tf.float32), x, config, loss_scale=1e30)
+    np.testing.assert_allclose(overflow, x + config.step_size, rtol=1e-6)
+    # ... and a NaN one (inf - inf) leaves the pixel in place instead of making it NaN.
+    nan = pgd_linf(lambda v: tf.cast(big(v) - big(v), tf.float32), x, config, loss_scale=1e30)
+    np.testing.assert_array_equal(nan, x)
+
+
+def test_pgd_loss_scale_does_not_change_a_float32_attack():
+    model = make_pretrainer("a2a")
+    v1, v2 = views(4)
+    x = tf.concat([v1, v2], 0)
+
+    def loss_fn(x_adv):
+        z = model(x_adv, training=False, branch="adv")
+        return nt_xent(z[:4], z[4:])
+
+    seed = tf.constant([3, 4], tf.int64)
+    plain = pgd_linf(loss_fn, x, PGDConfig(steps=3), seed=seed)
+    scaled = pgd_linf(loss_fn, x, PGDConfig(steps=3), seed=seed, loss_scale=1024.0)
+    np.testing.assert_array_equal(plain, scaled)

@@ -226,7 +226,8 @@ def test_sync_bn_reaches_every_bn_of_both_branches():
 def test_train_step_is_xla_compilable(variant):
     from acl_tf.data import load
     from acl_tf.data.augment import make_pretrain_dataset
-    from acl_tf.tasks.pretrain import build_optimizer, build_pretrainer
+    from acl_tf.optimizers import build_pretrain_optimizer as build_optimizer
+    from acl_tf.tasks.pretrain import build_pretrainer
 
     config = load_config(PretrainConfig, "pretrain", "smoke",
                          [f"variant={variant}", "model.width=4", "model.head_dim=8",

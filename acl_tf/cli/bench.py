@@ -25,8 +25,6 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """Defines the command-line flags (only when run as a program, so that importing this
-    module, e.g. in tests or another command line, defines no global flags)."""
     flags.DEFINE_string("config", None, "Bench config name under configs/bench/ or a path "
                         "(default cpu_resnet18, or quick with --quick).")
     flags.DEFINE_bool("quick", False, "Tiny model and few steps: checks the benchmark runs.")

@@ -22,11 +22,34 @@ def define_run_flags(kind: str, default_config: str, outputs: str) -> None:
     flags.mark_flag_as_required("model_dir")
 
 
+def define_strategy_flags() -> None:
+    """``--strategy``, ``--tpu`` and ``--sync_bn``, the flags every training command shares."""
+    from acl_tf.configs import STRATEGIES
+
+    flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
+                      "tf.distribute strategy: one device, the GPUs of this machine, several "
+                      "machines (TF_CONFIG) or a TPU.")
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu ('local' on a "
+                        "TPU VM; empty: auto-detect).")
+    flags.DEFINE_bool("sync_bn", None, "Synchronise BN batch statistics across replicas "
+                      "(overrides model.sync_bn; default: the config's).")
+
+
 def run(define_flags: Callable[[], None], main: Callable[[list], object]) -> None:
     """Defines the flags (only when run as a program, so that importing a command line defines no
     global flags) and runs ``main``; an :class:`AclTfError` ends the program with its message on
     stderr, once, and exit code 2."""
+    before = set(flags.FLAGS)
     define_flags()
+    # ``--help`` lists the key flags of the program's main module: make the command's own flags
+    # (defined in acl_tf.cli.<command>, not in the ``python -m`` shim) key flags of it.
+    for name in sorted(set(flags.FLAGS) - before):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+
+    # ... and its usage text is the command's docstring.
+    command = sys.modules.get(main.__module__)
+    if command is not None and command.__doc__ and "__main__" in sys.modules:
+        sys.modules["__main__"].__doc__ = command.__doc__
 
     def guarded(argv):
         try:

@@ -32,8 +32,6 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """Defines the command-line flags (only when run as a program, so that importing this
-    module, e.g. in tests or another command line, defines no global flags)."""
     flags.DEFINE_string("model", None, "Run directory with best.keras, or a .keras Classifier file.")
     flags.DEFINE_string("data", None, "Data source for acl_tf.data.load (TFRecord file/dir/glob or "
                         "TFDS name); default: the config's data.source.")

@@ -24,31 +24,22 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from acl_tf.cli.common import run
+from acl_tf.cli.common import define_run_flags, define_strategy_flags, run
+from acl_tf.core import run_dir
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """Defines the command-line flags (only when run as a program, so that importing this
-    module, e.g. in tests or another command line, defines no global flags)."""
-    flags.DEFINE_string("config", "cifar10_paper", "Config name under configs/finetune/ or a path.")
+    define_run_flags("finetune", "cifar10_paper", "config, checkpoints, logs, best.keras, "
+                     "last.keras, metrics.json, saved_model/")
+    define_strategy_flags()
     flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras "
                         "(or a .keras encoder file). Omit for a randomly initialised encoder.")
     flags.DEFINE_string("mode", None, "aff (TRADES, everything trained), alf (adversarial linear) "
                         "or slf (standard linear); default: the config's.")
     flags.DEFINE_string("bn", None, "BN branch of the dual-BN encoder: adv or normal "
                         "(default: the config's).")
-    flags.DEFINE_string("model_dir", None, "Run directory (config, checkpoints, logs, best.keras, "
-                        "last.keras, metrics.json, saved_model/).")
-    flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --model_dir.")
-    flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
-    from acl_tf.distribute import define_strategy_flags
-
-    define_strategy_flags()
-    flags.mark_flag_as_required("model_dir")
-
-MODEL_FIELDS = ("arch", "width", "bn")
 
 
 def resolve_config(config_name, overrides, mode, bn, pretrained, model_dir, resume,
@@ -56,23 +47,16 @@ def resolve_config(config_name, overrides, mode, bn, pretrained, model_dir, resu
     """The run's config: named config (or the saved one on resume) + overrides + flags, with the
     model section taken from the pre-trained encoder (explicit model.* overrides must agree);
     ``sync_bn`` (when not None) sets ``model.sync_bn``."""
-    import dataclasses
+    from acl_tf.configs import FinetuneConfig, load_run_config
+    from acl_tf.tasks.encoders import use_pretrained
 
-    from acl_tf.configs import FinetuneConfig, load_config
-    from acl_tf.tasks.finetune import align_model_config
-
+    explicit = list(overrides)
     overrides = list(overrides)
-    explicit = [key.split("=", 1)[0].strip() for key in overrides]
-    strict = [f for f in MODEL_FIELDS if f"model.{f}" in explicit]
     overrides += [f"mode={mode}"] if mode else []
     overrides += [f"bn={bn}"] if bn else []
     overrides += [f"model.sync_bn={str(bool(sync_bn)).lower()}"] if sync_bn is not None else []
-    saved = Path(model_dir) / "config.json"
-    source = str(saved) if resume and saved.exists() else config_name
-    config = load_config(FinetuneConfig, "finetune", source, overrides)
-    if pretrained:
-        config = dataclasses.replace(config, pretrained=pretrained)
-    return align_model_config(config, strict=strict)
+    config = load_run_config(FinetuneConfig, "finetune", config_name, overrides, model_dir, resume)
+    return use_pretrained(config, pretrained, explicit)
 
 
 def main(argv):
@@ -93,7 +77,7 @@ def main(argv):
         summary += (f"; test accuracy {metrics['test']['acc']:.4f}, robust "
                     f"{metrics['test']['adv_acc']:.4f}")
     if is_chief(strategy):
-        logging.info("done: %s (%s)", summary, Path(FLAGS.model_dir) / "best.keras")
+        logging.info("done: %s (%s)", summary, Path(FLAGS.model_dir) / run_dir.BEST)
         print(summary)
 
 

@@ -15,21 +15,17 @@ from pathlib import Path
 
 from absl import flags
 
-from acl_tf.cli.common import run
+from acl_tf.cli.common import define_run_flags, run
+from acl_tf.core import run_dir
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """Defines the command-line flags (only when run as a program, so that importing this
-    module, e.g. in tests or another command line, defines no global flags)."""
+    define_run_flags("finetune", "cifar10_paper", "one sub-directory per protocol, "
+                     "linear_separability.json/.md; --resume reuses finished runs")
     flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras.")
-    flags.DEFINE_string("config", "cifar10_paper", "Config name under configs/finetune/ or a path.")
-    flags.DEFINE_string("model_dir", None, "Output directory (one sub-directory per run).")
-    flags.DEFINE_bool("resume", False, "Resume (or reuse, if finished) the runs in --model_dir.")
-    flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
     flags.mark_flag_as_required("pretrained")
-    flags.mark_flag_as_required("model_dir")
 
 
 def main(argv):
@@ -40,7 +36,7 @@ def main(argv):
     config = load_config(FinetuneConfig, "finetune", FLAGS.config, FLAGS.set)
     run_linear_separability(config, FLAGS.model_dir, pretrained=FLAGS.pretrained,
                             resume=FLAGS.resume)
-    table = Path(FLAGS.model_dir) / "linear_separability.md"
+    table = Path(FLAGS.model_dir) / run_dir.LINEAR_TABLE
     print(table.read_text())
 
 

@@ -22,37 +22,27 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from acl_tf.cli.common import run
+from acl_tf.cli.common import define_run_flags, define_strategy_flags, run
+from acl_tf.core import run_dir
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """Defines the command-line flags (only when run as a program, so that importing this
-    module, e.g. in tests or another command line, defines no global flags)."""
-    flags.DEFINE_string("variant", None, "ACL variant: s2s, a2a, a2s or ds (default: the config's).")
-    flags.DEFINE_string("config", "cifar10_resnet18", "Config name under configs/pretrain/ or a path.")
-    flags.DEFINE_string("model_dir", None, "Run directory (config, checkpoints, logs, encoder).")
-    flags.DEFINE_bool("resume", False, "Continue from the last checkpoint in --model_dir.")
-    flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
-    from acl_tf.distribute import define_strategy_flags
-
+    define_run_flags("pretrain", "cifar10_resnet18", "config, checkpoints, logs, encoder")
     define_strategy_flags()
-    flags.mark_flag_as_required("model_dir")
+    flags.DEFINE_string("variant", None, "ACL variant: s2s, a2a, a2s or ds (default: the config's).")
 
 
 def resolve_config(config_name, overrides, variant, model_dir, resume, sync_bn=None):
     """The run's config: named config (or the saved one on resume) + overrides + variant
     (+ ``model.sync_bn`` when ``sync_bn`` is not None)."""
-    from acl_tf.configs import PretrainConfig, load_config
+    from acl_tf.configs import PretrainConfig, load_run_config
 
     overrides = list(overrides) + ([f"variant={variant}"] if variant else [])
     if sync_bn is not None:
         overrides.append(f"model.sync_bn={str(bool(sync_bn)).lower()}")
-    saved = Path(model_dir) / "config.json"
-    if resume and saved.exists():
-        return load_config(PretrainConfig, "pretrain", str(saved), overrides)
-    return load_config(PretrainConfig, "pretrain", config_name, overrides)
+    return load_run_config(PretrainConfig, "pretrain", config_name, overrides, model_dir, resume)
 
 
 def main(argv):
@@ -66,7 +56,7 @@ def main(argv):
                             FLAGS.resume, sync_bn=FLAGS.sync_bn)
     run_pretraining(config, FLAGS.model_dir, resume=FLAGS.resume, strategy=strategy)
     if is_chief(strategy):
-        logging.info("done: encoder written to %s", Path(FLAGS.model_dir) / "encoder.keras")
+        logging.info("done: encoder written to %s", Path(FLAGS.model_dir) / run_dir.ENCODER)
 
 
 if __name__ == "__main__":

@@ -27,16 +27,18 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from acl_tf.cli.common import run
+from acl_tf.cli.common import define_run_flags, define_strategy_flags, run
+from acl_tf.core import run_dir
 from acl_tf.core.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """Defines the command-line flags (only when run as a program, so that importing this
-    module, e.g. in tests or another command line, defines no global flags)."""
-    flags.DEFINE_string("config", "cifar10_paper", "Config name under configs/semisup/ or a path.")
+    define_run_flags("semisup", "cifar10_paper", "config.json, teacher/, pseudo_labels.npz, "
+                     "student/, metrics.json; with --resume and --step=all, finished steps are "
+                     "skipped")
+    define_strategy_flags()
     flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras (or "
                         "a .keras encoder file). Omit for random initialisation (vanilla UAT++).")
     flags.DEFINE_float("label_fraction", None, "Fraction of the (non-validation) training images "
@@ -49,17 +51,6 @@ def define_flags():
                         "(default: MODEL_DIR/teacher/best.keras).")
     flags.DEFINE_string("pseudo_labels", None, "--step=student: pseudo-label .npz file (default: "
                         "MODEL_DIR/pseudo_labels.npz).")
-    flags.DEFINE_string("model_dir", None, "Output directory (config.json, teacher/, "
-                        "pseudo_labels.npz, student/, metrics.json).")
-    flags.DEFINE_bool("resume", False, "Continue interrupted training; with --step=all, skip the "
-                      "steps that finished.")
-    flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
-    from acl_tf.distribute import define_strategy_flags
-
-    define_strategy_flags()
-    flags.mark_flag_as_required("model_dir")
-
-MODEL_FIELDS = ("arch", "width", "bn")
 
 
 def resolve_config(config_name, overrides, *, pretrained=None, label_fraction=None,
@@ -69,24 +60,22 @@ def resolve_config(config_name, overrides, *, pretrained=None, label_fraction=No
     (explicit ``model.*`` overrides must agree with it) when ``align``."""
     import dataclasses
 
-    from acl_tf.configs import SemisupConfig, load_config
-    from acl_tf.tasks.finetune import align_model_config
+    from acl_tf.configs import SemisupConfig, load_run_config
+    from acl_tf.tasks.encoders import use_pretrained
 
     if label_fraction is not None and labels_per_class is not None:
         raise ConfigError("Pass --label_fraction or --labels_per_class, not both.")
+    explicit = list(overrides)
     overrides = list(overrides)
-    explicit = [key.split("=", 1)[0].strip() for key in overrides]
-    strict = [f for f in MODEL_FIELDS if f"model.{f}" in explicit]
     if label_fraction is not None:
         overrides += [f"label_fraction={label_fraction}", "labels_per_class=null"]
     if labels_per_class is not None:
         overrides += [f"labels_per_class={labels_per_class}", "label_fraction=null"]
-    saved = Path(model_dir) / "config.json"
-    source = str(saved) if use_saved and saved.exists() else config_name
-    config = load_config(SemisupConfig, "semisup", source, overrides)
-    if pretrained:
-        config = dataclasses.replace(config, pretrained=pretrained)
-    return align_model_config(config, strict=strict) if align else config
+    config = load_run_config(SemisupConfig, "semisup", config_name, overrides, model_dir,
+                             resume=use_saved)
+    if not align:
+        return dataclasses.replace(config, pretrained=pretrained) if pretrained else config
+    return use_pretrained(config, pretrained, explicit)
 
 
 def main(argv):
@@ -118,7 +107,7 @@ def main(argv):
             parts.append(f"{label} {summary[key]:.4f}")
     line = "; ".join(parts) or "nothing measured"
     if is_chief(strategy):
-        logging.info("done: %s (%s)", line, Path(FLAGS.model_dir) / "metrics.json")
+        logging.info("done: %s (%s)", line, Path(FLAGS.model_dir) / run_dir.METRICS)
         print(line)
 
 

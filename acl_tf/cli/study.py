@@ -21,7 +21,6 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """Defines the command-line flags (only when run as a program)."""
     flags.DEFINE_string("config", "cifar10_cpu", "Study config name under configs/study/ or a path.")
     flags.DEFINE_string("study_dir", None, "Directory of the study's runs (one per stage).")
     flags.DEFINE_string("report_dir", None, "Where the tables and plots go (default: study_dir).")

@@ -40,12 +40,14 @@ tensor kernel (a = -0.75).
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from acl_tf.configs import AugmentConfig
+from acl_tf.configs import check_crop_args as _check_crop_args
+from acl_tf.configs import check_jitter_args as _check_jitter_args
 
 __all__ = [
     "AugmentConfig",
@@ -75,85 +77,8 @@ _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 # --------------------------------------------------------------------------- #
-# Configuration and validation
+# Input validation (the settings are checked by acl_tf.configs.AugmentConfig)
 # --------------------------------------------------------------------------- #
-
-
-def _check_range(name: str, value: Sequence[float]) -> None:
-    """Validates a ``(low, high)`` pair of positive, ordered floats."""
-    if len(value) != 2:
-        raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
-    low, high = float(value[0]), float(value[1])
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if low <= 0.0:
-        raise ValueError(f"{name} lower bound must be > 0, got {value!r}")
-    if low > high:
-        raise ValueError(f"{name} must satisfy low <= high, got {value!r}")
-
-
-def _check_crop_args(size: int, scale: Sequence[float], ratio: Sequence[float]) -> None:
-    """Validates the arguments of :func:`random_resized_crop`."""
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
-        raise ValueError(f"crop size must be a positive int, got {size!r}")
-    _check_range("crop_scale", scale)
-    if float(scale[1]) > 1.0:
-        raise ValueError(f"crop_scale must lie in (0, 1], got {scale!r}")
-    _check_range("crop_ratio", ratio)
-
-
-def _check_jitter_args(brightness: float, contrast: float, saturation: float, hue: float) -> None:
-    """Validates ColorJitter strengths (torchvision's constraints)."""
-    for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
-        if not math.isfinite(value) or value < 0.0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if not 0.0 <= hue <= 0.5:
-        raise ValueError(f"hue must lie in [0, 0.5], got {hue!r}")
-
-
-def _check_prob(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Settings of the SimCLR/ACL augmentation of one view.
-
-    Attributes:
-      image_size: side of the square output (RandomResizedCrop size).
-      crop_scale: range of the crop area as a fraction of the image area. The
-        torchvision default is ``(0.08, 1.0)``; the ACL code uses ``(0.1, 1.0)``.
-      crop_ratio: range of the crop aspect ratio (width / height).
-      flip_prob: probability of a horizontal flip.
-      jitter_prob: probability of applying ColorJitter.
-      brightness, contrast, saturation: jitter strengths; factors are drawn
-        from ``[max(0, 1 - x), 1 + x]``.
-      hue: hue jitter strength in ``[0, 0.5]``; the shift is drawn from
-        ``[-hue, hue]``.
-      grayscale_prob: probability of converting to grayscale.
-    """
-
-    image_size: int = 32
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_prob: float = 0.5
-    jitter_prob: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    grayscale_prob: float = 0.2
-
-    def __post_init__(self) -> None:
-        # Normalise list inputs (e.g. from YAML/JSON configs) to tuples.
-        object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
-        object.__setattr__(self, "crop_ratio", tuple(float(v) for v in self.crop_ratio))
-        _check_crop_args(self.image_size, self.crop_scale, self.crop_ratio)
-        _check_prob("flip_prob", self.flip_prob)
-        _check_prob("jitter_prob", self.jitter_prob)
-        _check_prob("grayscale_prob", self.grayscale_prob)
-        _check_jitter_args(self.brightness, self.contrast, self.saturation, self.hue)
 
 
 def _check_image(image: tf.Tensor) -> tf.Tensor:

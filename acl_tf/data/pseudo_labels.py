@@ -32,6 +32,7 @@ from typing import Optional
 
 import numpy as np
 
+from acl_tf.core import run_dir as rd
 from acl_tf.core.errors import PseudoLabelError  # noqa: F401 (re-exported)
 
 __all__ = ["PseudoLabelError", "PseudoLabels", "FIELDS", "predict_logits", "make_pseudo_labels",
@@ -222,7 +223,7 @@ def load_pseudo_labels(path) -> PseudoLabels:
     """
     path = Path(path)
     if path.is_dir():
-        path = path / "pseudo_labels.npz"
+        path = path / rd.PSEUDO_LABELS
     if not path.is_file():
         raise PseudoLabelError(f"pseudo-label file {str(path)!r} does not exist (run "
                                "`python -m acl_tf.semisup --step=pseudo_label` first).")

@@ -34,6 +34,7 @@ __all__ = [
     "DataError",
     "ImageData",
     "load",
+    "load_split",
     "class_balanced_indices",
     "train_val_split",
     "write_tfrecord",
@@ -134,6 +135,15 @@ def load(source, split: str = "train", *, data_dir: Optional[str] = None,
         return _load_tfds(source, split, data_dir=data_dir, download=download,
                           image_size=image_size, num_classes=num_classes, limit=limit)
     raise DataError(f"unsupported data source of type {type(source).__name__}: {source!r}")
+
+
+def load_split(data_config, split: str, limit: Optional[int] = None) -> ImageData:
+    """:func:`load` of ``split`` with the settings of a :class:`acl_tf.configs.DataConfig`
+    (``source``, ``data_dir``, ``download``, ``image_size``, ``num_classes``): the first
+    ``limit`` images, all of them if None (``data_config.limit`` is the caller's to pass)."""
+    d = data_config
+    return load(d.source, split, data_dir=d.data_dir, download=d.download,
+                image_size=d.image_size, num_classes=d.num_classes, limit=limit)
 
 
 def _looks_like_path(source: str) -> bool:

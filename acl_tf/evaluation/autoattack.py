@@ -27,13 +27,13 @@ epsilon-ball and [0, 1], re-classified with the Keras model) before counting it.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
+from acl_tf.configs import AUTOATTACK_ATTACKS, AutoAttackConfig  # noqa: F401 (re-exported)
 from acl_tf.evaluation.robustness import (
     AttackResult,
     _batches,
@@ -46,39 +46,9 @@ from acl_tf.evaluation.robustness import (
 __all__ = ["AUTOATTACK_ATTACKS", "AVAILABLE_ATTACKS", "UNAVAILABLE_ATTACKS", "AutoAttackConfig",
            "BranchModel", "autoattack_accuracy", "art_version"]
 
-AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")   # the standard list, in order
 AVAILABLE_ATTACKS = ("apgd-ce", "apgd-t", "square")
 UNAVAILABLE_ATTACKS = {"fab-t": "ART 1.20 has no FAB attack"}
 _NORM_SLACK = 1e-5   # float32 round-off allowed when checking ||x_adv - x||_inf <= eps
-
-
-@dataclasses.dataclass(frozen=True)
-class AutoAttackConfig:
-    """The AutoAttack schedule (defaults: the standard version; epsilon is passed separately).
-
-    ``attacks`` is the list asked for; attacks that ART cannot provide (``fab-t``) are skipped and
-    reported. ``target_classes`` is capped at ``num_classes - 1``.
-    """
-
-    attacks: tuple[str, ...] = AUTOATTACK_ATTACKS
-    apgd_iterations: int = 100
-    apgd_restarts: int = 1
-    target_classes: int = 9
-    square_queries: int = 5000
-    square_p_init: float = 0.8
-    square_restarts: int = 1
-
-    def __post_init__(self):
-        unknown = [a for a in self.attacks if a not in AUTOATTACK_ATTACKS]
-        if unknown or not self.attacks:
-            raise ValueError(f"Unknown AutoAttack attack(s) {unknown or list(self.attacks)}; "
-                             f"choose from {AUTOATTACK_ATTACKS}.")
-        for name in ("apgd_iterations", "apgd_restarts", "target_classes", "square_queries",
-                     "square_restarts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"AutoAttack {name} must be >= 1, got {getattr(self, name)}.")
-        if not 0 < self.square_p_init <= 1:
-            raise ValueError(f"square_p_init must be in (0, 1], got {self.square_p_init}.")
 
 
 class BranchModel:

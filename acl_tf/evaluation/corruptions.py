@@ -16,47 +16,17 @@ from typing import Optional
 
 import numpy as np
 
+from acl_tf.configs import (  # noqa: F401 (re-exported)
+    CIFAR10C_CORRUPTIONS,
+    CIFAR10C_SEVERITIES,
+    Cifar10CConfig,
+)
 from acl_tf.evaluation.robustness import predict_labels, resolve_branch
 
 __all__ = ["CIFAR10C_CORRUPTIONS", "CIFAR10C_SEVERITIES", "Cifar10CConfig", "cifar10c_name",
            "evaluate_cifar10c"]
 
 TFDS_NAME = "cifar10_corrupted"
-CIFAR10C_CORRUPTIONS = (
-    "brightness", "contrast", "defocus_blur", "elastic", "fog", "frost", "frosted_glass_blur",
-    "gaussian_blur", "gaussian_noise", "impulse_noise", "jpeg_compression", "motion_blur",
-    "pixelate", "saturate", "shot_noise", "snow", "spatter", "speckle_noise", "zoom_blur")
-CIFAR10C_SEVERITIES = (1, 2, 3, 4, 5)
-
-
-@dataclasses.dataclass(frozen=True)
-class Cifar10CConfig:
-    """Which CIFAR-10-C configs to evaluate and where TFDS keeps them.
-
-    ``data_dir``: TFDS data directory (None = TFDS default, ``~/tensorflow_datasets``);
-    ``download``: let TFDS download and prepare missing configs; ``limit``: first N test images
-    of every config (None = all 10,000).
-    """
-
-    data_dir: Optional[str] = None
-    download: bool = False
-    corruptions: tuple[str, ...] = CIFAR10C_CORRUPTIONS
-    severities: tuple[int, ...] = CIFAR10C_SEVERITIES
-    limit: Optional[int] = None
-
-    def __post_init__(self):
-        unknown = [c for c in self.corruptions if c not in CIFAR10C_CORRUPTIONS]
-        if unknown or not self.corruptions:
-            raise ValueError(f"Unknown CIFAR-10-C corruption(s) {unknown or []}; choose from "
-                             f"{CIFAR10C_CORRUPTIONS}.")
-        bad = [s for s in self.severities if s not in CIFAR10C_SEVERITIES]
-        if bad or not self.severities:
-            raise ValueError(f"CIFAR-10-C severities must be in {CIFAR10C_SEVERITIES}, got "
-                             f"{list(self.severities)}.")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be positive or None, got {self.limit}.")
-
-
 def cifar10c_name(corruption: str, severity: int) -> str:
     """The TFDS name of one config, e.g. ``cifar10_corrupted/fog_3``."""
     return f"{TFDS_NAME}/{corruption}_{severity}"

@@ -24,37 +24,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Optional
 
+from acl_tf.configs import GuardConfig  # noqa: F401 (re-exported)
+
 __all__ = ["GuardConfig", "GuardResult", "check_non_increasing", "steps_guard", "epsilon_guard",
            "large_epsilon_guard", "autoattack_vs_pgd_guard"]
 
 PASS, WARN, SKIPPED = "pass", "warn", "skipped"
-
-
-@dataclasses.dataclass(frozen=True)
-class GuardConfig:
-    """Settings of the gradient-masking checks.
-
-    ``steps``: extra PGD step counts run for the ``steps`` check (besides the requested pgdK);
-    ``large_epsilon_255``: the epsilon (in 1/255 units) that must drive accuracy to
-    ``large_epsilon_max_accuracy`` or below; ``tolerance``: allowed rise in accuracy.
-    """
-
-    enabled: bool = True
-    steps: tuple[int, ...] = (10, 50)
-    large_epsilon_255: float = 64.0
-    large_epsilon_max_accuracy: float = 0.05
-    tolerance: float = 0.01
-
-    def __post_init__(self):
-        if any(s < 1 for s in self.steps):
-            raise ValueError(f"guard steps must be >= 1, got {self.steps}.")
-        if not 0 <= self.large_epsilon_max_accuracy <= 1:
-            raise ValueError("large_epsilon_max_accuracy must be in [0, 1], got "
-                             f"{self.large_epsilon_max_accuracy}.")
-        if self.large_epsilon_255 <= 0:
-            raise ValueError(f"large_epsilon_255 must be > 0, got {self.large_epsilon_255}.")
-        if self.tolerance < 0:
-            raise ValueError(f"tolerance must be >= 0, got {self.tolerance}.")
 
 
 @dataclasses.dataclass

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from absl import logging
 
+from acl_tf.configs import parse_attack_name
+from acl_tf.core import run_dir as rd
 from acl_tf.core.errors import EvaluationError  # noqa: F401 (re-exported)
 from acl_tf.evaluation import guards as guard_lib
 from acl_tf.evaluation.autoattack import art_version, autoattack_accuracy
@@ -35,21 +35,7 @@ from acl_tf.evaluation.robustness import (
 __all__ = ["EvaluationError", "MODEL_FILES", "parse_attack_name", "find_model_file",
            "load_classifier", "run_evaluation", "environment_info", "describe_attack"]
 
-MODEL_FILES = ("best.keras",)
-_SINGLE = ("clean", "autoattack", "corruptions")
-
-
-
-def parse_attack_name(name: str) -> tuple[str, Optional[int]]:
-    """``clean`` / ``autoattack`` / ``corruptions`` -> (name, None); ``pgdK`` -> ("pgd", K)."""
-    text = str(name).strip().lower()
-    if text in _SINGLE:
-        return text, None
-    match = re.fullmatch(r"pgd(\d+)", text)
-    if match and int(match.group(1)) >= 1:
-        return "pgd", int(match.group(1))
-    raise ValueError(f"Unknown attack {name!r}; expected clean, pgdK with K >= 1 steps (e.g. "
-                     "pgd20), autoattack or corruptions.")
+MODEL_FILES = (rd.BEST,)
 
 
 def find_model_file(path) -> Path:

@@ -1,5 +1,6 @@
 """Encoders, dual BN and the projection head."""
 
+from acl_tf.configs import ARCHITECTURES
 from acl_tf.models.classifier import Classifier
 from acl_tf.models.dual_bn import (
     BRANCHES,
@@ -9,8 +10,6 @@ from acl_tf.models.dual_bn import (
 )
 from acl_tf.models.heads import ProjectionHead
 from acl_tf.models.resnet import ChannelNormalization, ResNet18, WideResNet
-
-ARCHITECTURES = ("resnet18", "wrn34_10")
 
 
 def build_encoder(arch: str = "resnet18", width: int = 64, dual_bn: bool = True,

@@ -10,14 +10,7 @@ from __future__ import annotations
 
 import keras
 
-BRANCHES = ("normal", "adv")
-
-
-def check_branch(branch: str) -> str:
-    """Returns ``branch`` or raises a ValueError naming the valid branches."""
-    if branch not in BRANCHES:
-        raise ValueError(f"Unknown BN branch {branch!r}; expected one of {BRANCHES}.")
-    return branch
+from acl_tf.configs import BRANCHES, check_branch  # noqa: F401 (re-exported)
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")

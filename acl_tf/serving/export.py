@@ -38,12 +38,14 @@ from pathlib import Path
 from typing import Optional
 
 import tensorflow as tf
+from absl import logging
 
+from acl_tf.core import run_dir as rd
 from acl_tf.core.errors import ExportError  # noqa: F401 (re-exported)
 
 __all__ = ["ExportError", "SIGNATURE_DEFAULT", "SIGNATURE_BYTES", "BRANCH_SIGNATURES",
            "OUTPUT_KEYS", "existing_versions", "next_version", "resolve_version_dir",
-           "export_classifier"]
+           "export_classifier", "export_run"]
 
 SIGNATURE_DEFAULT = "serving_default"
 SIGNATURE_BYTES = "serve_image_bytes"
@@ -279,3 +281,11 @@ def export_classifier(classifier, export_dir, version: Optional[int] = None,
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+def export_run(classifier, run_dir, what: str = rd.BEST) -> str:
+    """Exports a training run's selected classifier (``what``, for the log) as the next version
+    of ``run_dir/saved_model/``; returns the version directory."""
+    path = export_classifier(classifier, str(Path(run_dir) / rd.SAVED_MODEL))
+    logging.info("exported %s as a SavedModel to %s", what, path)
+    return str(path)

@@ -33,6 +33,7 @@ import tensorflow as tf
 from absl import logging
 
 from acl_tf.configs import FinetuneConfig, PretrainConfig, StudyConfig, load_config, to_dict
+from acl_tf.core import run_dir as rd
 from acl_tf.core.io import write_json_atomic, write_text_atomic
 from acl_tf.tasks.finetune import run_finetuning
 from acl_tf.tasks.linear_eval import run_linear_separability
@@ -178,7 +179,7 @@ def collect(config: StudyConfig, study_dir) -> dict:
                 table4[f"{variant}/{bn}"] = row
     table5 = {}
     for variant in config.linear:
-        path = study_dir / "linear" / variant / "linear_separability.json"
+        path = study_dir / "linear" / variant / rd.LINEAR_SUMMARY
         if (study_dir / "linear" / variant / STAGE_FILE).exists() and path.exists():
             table5[variant] = json.loads(path.read_text())["rows"]
     return {"table3": table3, "table4": table4, "table5": table5}

@@ -1,7 +1,7 @@
 """Throughput benchmark of the ACL pre-training step and of its input pipeline.
 
 For every variant the benchmark builds the real pre-trainer (:func:`build_pretrainer`) and
-optimiser (:func:`build_optimizer`) from a :class:`~acl_tf.configs.PretrainConfig`, compiles the
+optimiser (:func:`~acl_tf.optimizers.build_pretrain_optimizer`) from a :class:`~acl_tf.configs.PretrainConfig`, compiles the
 training step the way ``model.fit`` does (``model.make_train_function()``: a ``tf.function``
 around :meth:`ACLPretrainer.train_step` reading from a ``tf.data`` iterator), feeds it one fixed
 batch of random views, and times ``steps`` steps after ``warmup_steps`` (the first call traces and
@@ -185,14 +185,15 @@ def _measure_variant(config: BenchConfig, variant: str) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from acl_tf.tasks.pretrain import build_optimizer, build_pretrainer
+    from acl_tf.optimizers import build_pretrain_optimizer
+    from acl_tf.tasks.pretrain import build_pretrainer
 
     pcfg = pretrain_config(config, variant)
     load_before = load_average()
     model = build_pretrainer(pcfg)
     # The schedule only needs a horizon longer than the warm-up; the step count does not matter.
     steps_per_epoch = max(1, 50_000 // pcfg.batch_size)
-    model.compile(optimizer=build_optimizer(pcfg.optimizer, pcfg.batch_size, steps_per_epoch,
+    model.compile(optimizer=build_pretrain_optimizer(pcfg.optimizer, pcfg.batch_size, steps_per_epoch,
                                             pcfg.epochs),
                   jit_compile=config.jit_compile)
     # As model.fit does before its first step (Keras' _symbolic_build): build the optimiser's

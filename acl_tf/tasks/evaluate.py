@@ -8,7 +8,7 @@ from absl import logging
 
 from acl_tf.configs import EvaluateConfig, to_dict
 from acl_tf.core.errors import ConfigError, DataError
-from acl_tf.data import load
+from acl_tf.data import load_split
 from acl_tf.evaluation.report import write_report
 from acl_tf.evaluation.run import environment_info, find_model_file, load_classifier, run_evaluation
 
@@ -22,8 +22,7 @@ def evaluate(model_path, output, config: EvaluateConfig) -> tuple[dict, dict]:
     model_file = find_model_file(model_path)
     model = load_classifier(model_file)
     d = config.data
-    data = load(d.source, split=d.test_split, data_dir=d.data_dir, download=d.download,
-                image_size=d.image_size, num_classes=d.num_classes, limit=d.limit)
+    data = load_split(d, d.test_split, d.limit)
     if len(data) == 0:
         raise DataError(f"{d.source} [{d.test_split}] has no images to evaluate.")
     logging.info("loaded %d images of %s [%s]; model %s", len(data), d.source, d.test_split,

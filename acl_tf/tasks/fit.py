@@ -1,16 +1,15 @@
 """What every training job shares: the run directory, checkpoints, progress, NaN guard, curves.
 
-A run directory holds ``config.json`` (the resolved config), ``checkpoints/`` (written every epoch
-by ``tf.train.CheckpointManager``, whose state file is replaced atomically, so a crash while writing
-leaves the previous checkpoint in force), ``logs/`` (TensorBoard), ``history.json`` and
-``training_curves.png``. :func:`fit_epochs` trains epoch by epoch from the last checkpoint, each
-epoch on a dataset built for that epoch index, so a resumed run sees exactly the data an
-uninterrupted one would.
+The run directory follows :mod:`acl_tf.core.run_dir`: ``config.json`` (the resolved config),
+``checkpoints/`` (one per epoch, each variable saved under its Keras path and checked before a
+restore: :mod:`acl_tf.tasks.checkpoint`), ``logs/`` (TensorBoard), ``history.json`` and
+``training_curves.png`` (both rewritten after every epoch). :func:`fit_epochs` trains epoch by
+epoch from the last checkpoint, each epoch on a dataset built for that epoch index, so a resumed
+run sees exactly the data an uninterrupted one would.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -24,65 +23,44 @@ import tensorflow as tf
 from absl import logging
 
 from acl_tf.configs import read_config, write_config
-from acl_tf.core.errors import NonFiniteLossError, RunDirError  # noqa: F401 (re-exported)
+from acl_tf.core import run_dir as rd
+from acl_tf.core.errors import CheckpointError, NonFiniteLossError, RunDirError  # noqa: F401
+from acl_tf.core.io import write_json_atomic
+from acl_tf.tasks.checkpoint import ModelCheckpoint
 
 
-def prepare_run_dir(model_dir, config, resume: bool, write: bool = True):
-    """Creates ``model_dir`` and writes ``config.json``.
+def prepare_run_dir(model_dir, config, resume: bool, write: bool = True) -> Path:
+    """Checks ``model_dir`` for a run of ``config``, creates it and writes ``config.json``
+    (:func:`acl_tf.core.run_dir.prepare`).
 
     Refuses to start afresh over existing checkpoints (nothing finished is lost): pass
     ``resume=True`` to continue them. On resume the saved config must equal ``config``.
     With ``write=False`` (a non-chief worker of a multi-worker job) it only runs these checks,
     so every worker fails alike, and writes nothing.
     """
-    model_dir = Path(model_dir)
-    if not write:
-        return _check_run_dir(model_dir, config, resume)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    config_file = model_dir / "config.json"
-    has_checkpoint = tf.train.latest_checkpoint(str(model_dir / "checkpoints")) is not None
-    if has_checkpoint and not resume:
-        raise RunDirError(f"{model_dir} already holds checkpoints; pass --resume to continue "
-                          "that run or choose another --model_dir.")
-    if resume and config_file.exists():
-        saved = read_config(type(config), config_file)
-        if saved != config:
-            raise RunDirError(f"--resume: the config differs from {config_file}; resume with the "
-                              f"same config (saved: {json.dumps(dataclasses.asdict(saved))}).")
-    write_config(config, config_file)
-    return model_dir
-
-
-def _check_run_dir(model_dir: Path, config, resume: bool) -> Path:
-    """The checks of :func:`prepare_run_dir` without creating or writing anything."""
-    config_file = model_dir / "config.json"
-    if tf.train.latest_checkpoint(str(model_dir / "checkpoints")) is not None and not resume:
-        raise RunDirError(f"{model_dir} already holds checkpoints; pass --resume to continue "
-                          "that run or choose another --model_dir.")
-    if resume and config_file.exists() and read_config(type(config), config_file) != config:
-        raise RunDirError(f"--resume: the config differs from {config_file}; resume with the "
-                          "same config.")
-    return model_dir
+    return rd.prepare(model_dir, config, resume, write=write, write_config=write_config,
+                      read_config=lambda path: read_config(type(config), path))
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """At the end of every epoch: appends the logs to ``history.json``, then saves model,
-    optimizer and the epoch counter (history first: on resume, entries past the checkpoint are
-    dropped)."""
+    """At the end of every epoch: appends the logs to ``history.json``, saves model, optimizer
+    and the epoch counter, then redraws ``training_curves.png`` (history first: on resume,
+    entries past the checkpoint are dropped)."""
 
-    def __init__(self, manager: tf.train.CheckpointManager, epoch_var: tf.Variable,
-                 model_dir, history: list):
+    def __init__(self, saver: ModelCheckpoint, epoch_var: tf.Variable, model_dir,
+                 history: list):
         super().__init__()
-        self.manager, self.epoch_var = manager, epoch_var
-        self.model_dir, self.history = model_dir, history
+        self.saver, self.epoch_var = saver, epoch_var
+        self.model_dir, self.history = Path(model_dir), history
 
     def on_epoch_end(self, epoch, logs=None):
         self.history.append({"epoch": epoch + 1,
                              **{k: float(v) for k, v in (logs or {}).items()}})
         save_history(self.model_dir, self.history)
         self.epoch_var.assign(epoch + 1)
-        path = self.manager.save(checkpoint_number=epoch + 1)
+        path = self.saver.save(epoch + 1)
         logging.info("epoch %d: checkpoint %s", epoch + 1, path)
+        plot_history(self.history, self.model_dir / rd.CURVES, title=self.model_dir.name)
 
 
 class ProgressLogger(keras.callbacks.Callback):
@@ -145,14 +123,11 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 
 def save_history(model_dir, history: list) -> None:
-    path = Path(model_dir) / "history.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(history, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(Path(model_dir) / rd.HISTORY, history, indent=1)
 
 
 def load_history(model_dir) -> list:
-    path = Path(model_dir) / "history.json"
+    path = Path(model_dir) / rd.HISTORY
     return json.loads(path.read_text()) if path.exists() else []
 
 
@@ -194,9 +169,11 @@ def fit_epochs(model: keras.Model, make_dataset: Callable[[int], tf.data.Dataset
                resume_dir=None) -> list:
     """Trains a compiled ``model`` epoch by epoch with checkpoints; returns the history.
 
-    ``make_dataset(epoch)`` returns that epoch's dataset. With ``resume`` the latest checkpoint
-    in ``model_dir/checkpoints`` is restored (weights, optimizer state, step and epoch counters)
-    and training continues at the next epoch.
+    ``make_dataset(epoch)`` returns that epoch's dataset. With ``resume`` the latest readable
+    checkpoint in ``resume_dir/checkpoints`` is checked against the model and restored (weights,
+    optimizer state, step and epoch counters) and training continues at the next epoch; a
+    corrupt latest checkpoint falls back to the one before, a mismatching one is a
+    :class:`CheckpointError`, none at all a warning and a fresh start.
 
     ``metric_callbacks`` run at the end of each epoch *before* TensorBoard and the checkpoint:
     values they add to the epoch's ``logs`` (e.g. validation accuracies) land in TensorBoard and
@@ -208,38 +185,29 @@ def fit_epochs(model: keras.Model, make_dataset: Callable[[int], tf.data.Dataset
     """
     model_dir = Path(model_dir)
     resume_dir = Path(resume_dir) if resume_dir is not None else model_dir
+    rd.remove_partial_saves(model_dir)   # a save killed midway
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    # Optimizer slots exist only after build(): build them so a restore fills them in place
-    # (inside the model's distribution strategy, so that they are mirrored like the weights).
-    with model.distribute_strategy.scope():
-        model.optimizer.build(model.trainable_variables)
-    # Flat variable lists, matched by position: Keras 3 hides layers kept in Python lists from
-    # TF's object graph (only SavedModel export sees them), so ``Checkpoint(model=model)`` would
-    # silently skip most weights and BN statistics.
-    checkpoint = tf.train.Checkpoint(weights=list(model.weights),
-                                     optimizer_variables=list(model.optimizer.variables),
-                                     epoch=epoch_var, **(extra_trackables or {}))
-    manager = tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoints"),
-                                         max_to_keep=keep_checkpoints)
+    saver = ModelCheckpoint(model, epoch_var, model_dir, keep=keep_checkpoints,
+                            extra_trackables=extra_trackables)
     history = []
-    latest = tf.train.latest_checkpoint(str(resume_dir / "checkpoints")) if resume else None
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+    restored = saver.restore_latest(resume_dir) if resume else None
+    if restored is not None:
         history = [h for h in load_history(resume_dir) if h["epoch"] <= int(epoch_var.numpy())]
-        logging.info("resumed from %s at epoch %d", latest, int(epoch_var.numpy()))
+        logging.info("resumed from %s at epoch %d", rd.checkpoint_prefix(resume_dir, restored),
+                     int(epoch_var.numpy()))
     start = int(epoch_var.numpy())
-    writer = tf.summary.create_file_writer(str(model_dir / "logs" / "train"))
+    writer = tf.summary.create_file_writer(str(model_dir / rd.LOGS / "train"))
     all_callbacks = [NonFiniteGuard(),
                      ProgressLogger(images_per_step, steps_per_epoch, epochs, log_every, writer),
                      *metric_callbacks,
-                     keras.callbacks.TensorBoard(str(model_dir / "logs"), write_graph=False),
-                     EpochCheckpoint(manager, epoch_var, model_dir, history), *callbacks]
+                     keras.callbacks.TensorBoard(str(model_dir / rd.LOGS), write_graph=False),
+                     EpochCheckpoint(saver, epoch_var, model_dir, history), *callbacks]
     for epoch in range(start, epochs):
         model.fit(make_dataset(epoch), initial_epoch=epoch, epochs=epoch + 1,
                   steps_per_epoch=steps_per_epoch, callbacks=all_callbacks, verbose=verbose)
     writer.close()
-    if history:
-        plot_history(history, model_dir / "training_curves.png", title=model_dir.name)
+    if history and start >= epochs:   # nothing left to train: the curves of the finished run
+        plot_history(history, model_dir / rd.CURVES, title=model_dir.name)
     return history
 
 

@@ -16,8 +16,10 @@ from typing import Optional, Sequence
 from absl import logging
 
 from acl_tf.configs import FinetuneConfig
+from acl_tf.core import run_dir as rd
 from acl_tf.core.io import write_json_atomic, write_text_atomic
-from acl_tf.tasks.finetune import align_model_config, encoder_path, encoder_spec, run_finetuning
+from acl_tf.tasks.encoders import encoder_path, encoder_spec, use_pretrained
+from acl_tf.tasks.finetune import run_finetuning
 
 PROTOCOLS = (("slf", "adv"), ("slf", "normal"), ("alf", "adv"), ("alf", "normal"))
 
@@ -42,9 +44,7 @@ def run_linear_separability(config: FinetuneConfig, model_dir, pretrained: Optio
     measured. With a single-BN encoder only one BN row per protocol is run (both would be equal).
     ``resume`` resumes (or skips, if finished) the per-protocol runs already in ``model_dir``.
     """
-    if pretrained is not None:
-        config = dataclasses.replace(config, pretrained=str(pretrained))
-    config = align_model_config(config)
+    config = use_pretrained(config, str(pretrained) if pretrained is not None else None)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     dual = encoder_spec(encoder_path(config.pretrained))["dual_bn"] if config.pretrained else (
@@ -64,7 +64,7 @@ def run_linear_separability(config: FinetuneConfig, model_dir, pretrained: Optio
                      metrics["test"]["count"], "run_dir": str(run_dir)})
     summary = {"pretrained": config.pretrained, "eval_attack": dataclasses.asdict(
         config.eval_attack), "epochs": config.epochs, "rows": rows}
-    write_json_atomic(model_dir / "linear_separability.json", summary)
-    write_text_atomic(model_dir / "linear_separability.md",
+    write_json_atomic(model_dir / rd.LINEAR_SUMMARY, summary)
+    write_text_atomic(model_dir / rd.LINEAR_TABLE,
                       markdown_table(rows, config.eval_attack.steps, str(config.pretrained or "RI")))
     return rows

@@ -21,33 +21,13 @@ from absl import logging
 
 from acl_tf import data as data_lib
 from acl_tf import distribute
-from acl_tf.configs import ConfigError, OptimizerConfig, PretrainConfig
+from acl_tf.configs import ConfigError, PretrainConfig
+from acl_tf.core import run_dir as rd
 from acl_tf.data.augment import make_pretrain_dataset
 from acl_tf.models import ProjectionHead, build_encoder, set_synchronized_bn
-from acl_tf.optimizers import LARS, SGDL2, warmup_cosine
+from acl_tf.optimizers import build_pretrain_optimizer
 from acl_tf.tasks.fit import fit_epochs, prepare_run_dir, save_keras_atomic
 from acl_tf.trainers.pretrainer import ACLPretrainer
-
-
-def build_optimizer(config: OptimizerConfig, batch_size: int, steps_per_epoch: int, epochs: int):
-    """The configured optimiser with its (warm-up +) cosine or constant schedule."""
-    peak = config.peak_learning_rate(batch_size)
-    total = steps_per_epoch * epochs
-    warmup = config.warmup_epochs * steps_per_epoch
-    if config.schedule == "cosine":
-        if warmup >= total:
-            raise ConfigError(f"optimizer.warmup_epochs ({config.warmup_epochs}) must be smaller "
-                              f"than the number of epochs ({epochs}).")
-        lr = warmup_cosine(peak, total, warmup, config.final_learning_rate)
-    else:
-        lr = peak
-    if config.name == "lars":
-        return LARS(lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                    trust_coefficient=config.trust_coefficient)
-    if config.name == "sgd":
-        # The reference's torch.optim.SGD couples L2 into the gradient (Keras' SGD decouples it).
-        return SGDL2(lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return keras.optimizers.Adam(lr)
 
 
 def build_pretrainer(config: PretrainConfig) -> ACLPretrainer:
@@ -69,11 +49,10 @@ def build_pretrainer(config: PretrainConfig) -> ACLPretrainer:
 
 def load_training_images(config) -> data_lib.ImageData:
     """The training split named by ``config.data`` (first ``limit`` images)."""
-    d = config.data
-    return data_lib.load(d.source, d.train_split, data_dir=d.data_dir, download=d.download,
-                         image_size=d.image_size, num_classes=d.num_classes, limit=d.limit)
+    return data_lib.load_split(config.data, config.data.train_split, config.data.limit)
 
 
+@rd.cleanup_on_failure()
 def run_pretraining(config: PretrainConfig, model_dir, resume: bool = False,
                     callbacks: Sequence[keras.callbacks.Callback] = (), verbose="auto",
                     strategy=None):
@@ -99,7 +78,7 @@ def run_pretraining(config: PretrainConfig, model_dir, resume: bool = False,
                  " (synchronised)" if config.model.sync_bn else "", replicas)
     with strategy.scope():
         model = build_pretrainer(config)
-        model.compile(optimizer=build_optimizer(config.optimizer, config.batch_size, steps,
+        model.compile(optimizer=build_pretrain_optimizer(config.optimizer, config.batch_size, steps,
                                                 config.epochs))
 
     options = tf.data.Options()
@@ -118,6 +97,6 @@ def run_pretraining(config: PretrainConfig, model_dir, resume: bool = False,
                              log_every=config.log_every_steps,
                              keep_checkpoints=config.keep_checkpoints, resume=resume,
                              callbacks=callbacks, verbose=verbose)
-        save_keras_atomic(model.encoder, write_dir / "encoder.keras")
-        save_keras_atomic(model, write_dir / "pretrainer.keras")
+        save_keras_atomic(model.encoder, write_dir / rd.ENCODER)
+        save_keras_atomic(model, write_dir / rd.PRETRAINER)
     return model, history

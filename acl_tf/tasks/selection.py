@@ -1,4 +1,4 @@
-"""Per-epoch validation and model selection for fine-tuning.
+"""Per-epoch validation and model selection for fine-tuning and semi-supervised training.
 
 :func:`validation_accuracy` measures the clean accuracy and the accuracy under an L-inf PGD
 attack (PGD-20 on the cross-entropy, uniform start, BN in inference mode) of a classifier on
@@ -18,23 +18,27 @@ Crash safety: the measurement runs *before* the epoch's checkpoint (its ``val_ac
 whose ``metrics.json`` lacks epoch N re-measures the restored weights (the same as epoch N's:
 the measurement is deterministic) before training on, so the files always describe the epochs
 that the checkpoints hold.
+
+:func:`train_and_select` is the training loop of every run that selects a classifier this way
+(fine-tuning, the semi-supervised teacher and student): :func:`acl_tf.tasks.fit.fit_epochs` with
+a :class:`ModelSelection`. The semi-supervised routine also keeps a summary of all its steps in
+its own ``metrics.json`` (:func:`read_summary`, :func:`update_summary`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
 from absl import logging
 
 from acl_tf.attacks import PGDConfig
+from acl_tf.core import run_dir as rd
 from acl_tf.core.io import write_json_atomic
-from acl_tf.tasks.fit import save_keras_atomic
-
-METRICS_FILE = "metrics.json"
+from acl_tf.tasks.fit import fit_epochs, save_keras_atomic
 
 
 def validation_accuracy(model, images, labels, attack: PGDConfig, branch: Optional[str] = None,
@@ -71,10 +75,30 @@ def validation_accuracy(model, images, labels, attack: PGDConfig, branch: Option
 
 def read_metrics(model_dir) -> dict:
     """The run's ``metrics.json`` (an empty record if there is none yet)."""
-    path = Path(model_dir) / METRICS_FILE
+    path = Path(model_dir) / rd.METRICS
     if not path.exists():
         return {"epochs": []}
     return json.loads(path.read_text())
+
+
+def is_finished(run_dir) -> bool:
+    """Whether the run in ``run_dir`` recorded in its ``metrics.json`` that it finished."""
+    return bool(read_metrics(run_dir).get("finished"))
+
+
+def read_summary(model_dir) -> dict:
+    """The summary ``metrics.json`` of a multi-step run directory (semi-supervised ``OUT``; empty
+    if no step has finished yet)."""
+    path = Path(model_dir) / rd.METRICS
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def update_summary(model_dir, **fields) -> dict:
+    """Adds ``fields`` to the summary ``metrics.json`` of ``model_dir`` (written atomically);
+    returns the new summary."""
+    summary = {**read_summary(model_dir), **fields}
+    write_json_atomic(Path(model_dir) / rd.METRICS, summary)
+    return summary
 
 
 class ModelSelection:
@@ -129,14 +153,14 @@ class ModelSelection:
         best = self.record.get("best")
         if best is not None and best["epoch"] >= epoch:  # recorded by a run that was rolled back
             best = max(epochs[:-1], key=lambda e: e[self.key], default=None)
-        save_keras_atomic(self.classifier, self.model_dir / "last.keras")
+        save_keras_atomic(self.classifier, self.model_dir / rd.LAST)
         if best is None or values[self.key] > best[self.key]:
-            save_keras_atomic(self.classifier, self.model_dir / "best.keras")
+            save_keras_atomic(self.classifier, self.model_dir / rd.BEST)
             best = epochs[-1]
             logging.info("epoch %d: new best %s %.4f -> best.keras", epoch, self.key,
                          values[self.key])
         self.record.update(epochs=epochs, best=best, best_epoch=best["epoch"])
-        write_json_atomic(self.model_dir / METRICS_FILE, self.record)
+        write_json_atomic(self.model_dir / rd.METRICS, self.record)
 
     def catch_up(self, finished_epochs: int) -> None:
         """Commits epoch ``finished_epochs`` if a crash left it uncommitted (weights restored)."""
@@ -149,12 +173,52 @@ class ModelSelection:
     def update(self, **fields) -> None:
         """Adds top-level fields (e.g. the test accuracies) to ``metrics.json``."""
         self.record.update(fields)
-        write_json_atomic(self.model_dir / METRICS_FILE, self.record)
+        write_json_atomic(self.model_dir / rd.METRICS, self.record)
+
+    def load_best(self):
+        """The classifier in ``best.keras``."""
+        return keras.saving.load_model(self.model_dir / rd.BEST, compile=False)
 
     def callbacks(self):
         """(measure, commit) callbacks: pass the first in ``fit_epochs(metric_callbacks=...)``
         (before the checkpoint), the second in ``fit_epochs(callbacks=...)`` (after it)."""
         return _Measure(self), _Commit(self)
+
+
+def train_and_select(model, make_dataset, val, run_dir, *, config, attack: PGDConfig,
+                     epochs: int, steps_per_epoch: int, batch_size: int,
+                     select_by: str = "robust", info: Optional[dict] = None,
+                     resume: bool = False, resume_dir=None,
+                     callbacks: Sequence[keras.callbacks.Callback] = (),
+                     verbose="auto") -> ModelSelection:
+    """Trains ``model`` (a trainer of ``model.classifier``) with model selection after every
+    epoch; returns the :class:`ModelSelection`, caught up with the finished epochs.
+
+    Args:
+        model: the compiled trainer; its ``classifier`` is what is measured and saved.
+        make_dataset: ``make_dataset(epoch)`` -> that epoch's training dataset.
+        val: the validation split (an :class:`acl_tf.data.ImageData`, uint8 images).
+        run_dir: the directory written (checkpoints, logs, ``best.keras``, ...).
+        config: the run's config, for ``eval_batch_size``, ``seed``, ``log_every_steps`` and
+            ``keep_checkpoints``.
+        attack: the validation attack (``PGDConfig(steps=0, random_start="none")``: clean).
+        epochs, steps_per_epoch: the training length.
+        batch_size: images per step (for the progress log).
+        select_by, info: see :class:`ModelSelection`.
+        resume, resume_dir, callbacks, verbose: see :func:`acl_tf.tasks.fit.fit_epochs` (the
+            ``callbacks`` run after each epoch's checkpoint and model selection).
+    """
+    selection = ModelSelection(model.classifier, val.images, val.labels, attack, run_dir,
+                               select_by=select_by, batch_size=config.eval_batch_size,
+                               seed=config.seed, info=info)
+    measure, commit = selection.callbacks()
+    fit_epochs(model, make_dataset, model_dir=run_dir, resume_dir=resume_dir, epochs=epochs,
+               steps_per_epoch=steps_per_epoch, images_per_step=batch_size,
+               log_every=config.log_every_steps, keep_checkpoints=config.keep_checkpoints,
+               resume=resume, callbacks=[commit, *callbacks], metric_callbacks=[measure],
+               verbose=verbose)
+    selection.catch_up(epochs)  # a crash after the last checkpoint
+    return selection
 
 
 class _Measure(keras.callbacks.Callback):

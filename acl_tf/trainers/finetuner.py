@@ -29,31 +29,16 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from acl_tf import distribute
-from acl_tf.attacks import PGDConfig, model_loss_fn, pgd_linf, replica_random_init, step_seed
+from acl_tf.attacks import PGDConfig, step_seed
+from acl_tf.configs import FINETUNE_MODES as MODES  # noqa: F401 (re-exported)
+from acl_tf.configs import check_mode
+from acl_tf.core.errors import ConfigError
 from acl_tf.losses import cross_entropy, trades_kl, trades_loss
-
-MODES = ("aff", "alf", "slf")
-
-
-def check_mode(mode: str) -> str:
-    """Returns the lower-cased fine-tuning mode or raises a ValueError naming the valid ones."""
-    name = str(mode).lower()
-    if name not in MODES:
-        raise ValueError(f"Unknown fine-tuning mode {mode!r}; expected one of {MODES} "
-                         "(aff: adversarial full fine-tuning with TRADES, alf: adversarial linear "
-                         "fine-tuning, slf: standard linear fine-tuning).")
-    return name
-
-
-def _as_pgd(config, default: PGDConfig) -> PGDConfig:
-    if config is None:
-        return default
-    return config if isinstance(config, PGDConfig) else PGDConfig(**config)
+from acl_tf.trainers.adversarial import AdversarialTrainer
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")
-class Finetuner(distribute.MultiWorkerFitMixin, keras.Model):
+class Finetuner(AdversarialTrainer):
     """Trains a :class:`~acl_tf.models.Classifier` with AFF, ALF or SLF.
 
     Args:
@@ -74,32 +59,15 @@ class Finetuner(distribute.MultiWorkerFitMixin, keras.Model):
 
     def __init__(self, classifier, mode: str = "aff", attack=None, beta: float = 6.0,
                  seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.classifier = classifier
-        self.mode = check_mode(mode)
-        default = PGDConfig(steps=10, random_start="normal" if self.mode == "aff" else "uniform")
-        self.attack = _as_pgd(attack, default)
+        mode = check_mode(mode)
         if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}.")
+            raise ConfigError(f"beta (the TRADES weight) must be >= 0, got {beta}.")
+        default = PGDConfig(steps=10, random_start="normal" if mode == "aff" else "uniform")
+        super().__init__(classifier, attack=attack, seed=seed, trains_encoder=mode == "aff",
+                         role=mode.upper(), default_attack=default, adversarial=mode != "slf",
+                         **kwargs)
+        self.mode = mode
         self.beta = beta
-        self.seed = seed
-        if self.mode == "aff" and classifier.freeze_encoder:
-            raise ValueError("AFF trains the encoder: build the Classifier with "
-                             "freeze_encoder=False.")
-        if self.mode != "aff" and not classifier.freeze_encoder:
-            raise ValueError(f"{self.mode.upper()} trains the linear layer only: build the "
-                             "Classifier with freeze_encoder=True.")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.acc_tracker = keras.metrics.SparseCategoricalAccuracy(name="acc")
-        self.adv_acc_tracker = (keras.metrics.SparseCategoricalAccuracy(name="adv_acc")
-                                if self.mode != "slf" else None)
-
-    @property
-    def branch(self) -> str:
-        return self.classifier.branch
-
-    def call(self, images, training=None, branch=None):
-        return self.classifier(images, training=training, branch=branch)
 
     # -- attacks -------------------------------------------------------------------------------
     def adversarial_examples(self, images, labels, seed=None):
@@ -114,17 +82,9 @@ class Finetuner(distribute.MultiWorkerFitMixin, keras.Model):
         if self.mode == "aff":
             logits_clean = tf.stop_gradient(
                 self.classifier(images, training=False, branch=self.branch))
-            loss_fn = model_loss_fn(
-                self.classifier, lambda logits: trades_kl(logits_clean, logits, "sum"),
-                branch=self.branch)
-        else:
-            loss_fn = model_loss_fn(self.classifier,
-                                    lambda logits: cross_entropy(labels, logits, "sum"),
-                                    branch=self.branch)
-        if seed is None:
-            return pgd_linf(loss_fn, images, self.attack)
-        return pgd_linf(loss_fn, images, self.attack,
-                        x_start=replica_random_init(images, self.attack, seed))
+            return self.run_attack(images, lambda logits: trades_kl(logits_clean, logits, "sum"),
+                                   seed)
+        return self.run_attack(images, lambda logits: cross_entropy(labels, logits, "sum"), seed)
 
     # -- training ------------------------------------------------------------------------------
     def compute_step(self, images, labels, x_adv=None):
@@ -148,35 +108,10 @@ class Finetuner(distribute.MultiWorkerFitMixin, keras.Model):
                  if self.mode != "slf" else None)
         with tf.GradientTape() as tape:
             loss, logits, logits_adv = self.compute_step(images, labels, x_adv)
-            # Keras sums gradients over replicas: scale the per-replica mean loss.
-            scaled = self.optimizer.scale_loss(loss / distribute.num_replicas())
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        if not self.optimizer.built:  # build for all variables, not only the first subset
-            self.optimizer.build(variables)
-        # The BN branch not in use gets no gradient: leave it alone (no momentum, no decay).
-        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-        self.loss_tracker.update_state(loss)
-        self.acc_tracker.update_state(labels, logits)
-        if self.adv_acc_tracker is not None:
-            self.adv_acc_tracker.update_state(labels, logits_adv)
-        return distribute.step_outputs({m.name: m.result() for m in self.metrics})
+            scaled = self.scaled_loss(loss)
+        self.minimize(tape, scaled)
+        return self.update_metrics(loss, labels, logits, logits_adv)
 
-    @property
-    def metrics(self):
-        return [m for m in (self.loss_tracker, self.acc_tracker, self.adv_acc_tracker)
-                if m is not None]
-
-    # -- serialisation -------------------------------------------------------------------------
-    def get_config(self):
-        return {"name": self.name,
-                "classifier": keras.saving.serialize_keras_object(self.classifier),
-                "mode": self.mode, "attack": dataclasses.asdict(self.attack), "beta": self.beta,
+    def settings(self):
+        return {"mode": self.mode, "attack": dataclasses.asdict(self.attack), "beta": self.beta,
                 "seed": self.seed}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
-        return cls(**config)

@@ -32,22 +32,13 @@ import tensorflow as tf
 
 from acl_tf import distribute
 from acl_tf.attacks import PGDConfig, pgd_linf, replica_random_init, step_seed
+from acl_tf.configs import DUAL_BN_VARIANTS, VARIANTS, check_variant  # noqa: F401 (re-exported)
 from acl_tf.losses import nt_xent_cross_replica
-
-VARIANTS = ("s2s", "a2a", "a2s", "ds")
-DUAL_BN_VARIANTS = ("a2s", "ds")
-
-
-def check_variant(variant: str) -> str:
-    """Returns the lower-cased variant or raises a ValueError naming the valid ones."""
-    name = str(variant).lower()
-    if name not in VARIANTS:
-        raise ValueError(f"Unknown ACL variant {variant!r}; expected one of {VARIANTS}.")
-    return name
+from acl_tf.trainers.adversarial import Trainer
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")
-class ACLPretrainer(distribute.MultiWorkerFitMixin, keras.Model):
+class ACLPretrainer(Trainer):
     """Encoder + projection head trained with one of the ACL variants.
 
     Args:
@@ -173,11 +164,11 @@ class ACLPretrainer(distribute.MultiWorkerFitMixin, keras.Model):
             # The attack records nothing the gradient needs: its output is gradient-stopped.
             with tf.GradientTape() as tape:
                 total, results = self.compute_losses(view1, view2)
-                # Keras sums gradients over replicas: scale the per-replica mean loss (with the
-                # all-gathered negatives the mean over replicas is the global batch's loss).
-                scaled = self.optimizer.scale_loss(total / distribute.num_replicas())
+                # With the all-gathered negatives the mean over replicas is the global batch's
+                # loss.
+                scaled = self.scaled_loss(total)
             grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
+        self.apply_gradients(grads, variables)
         return self._update_metrics(total, results)
 
     def _ds_gradients(self, view1, view2, variables):
@@ -189,10 +180,9 @@ class ACLPretrainer(distribute.MultiWorkerFitMixin, keras.Model):
         holds the activations of one training pass (128 views at batch 64), not two.
         """
         scale = 0.5 if self.ds_average else 1.0
-        replicas = distribute.num_replicas()
         with tf.GradientTape() as tape:
             clean = self._pair_loss(tf.concat([view1, view2], 0), True, "normal")
-            scaled = self.optimizer.scale_loss(scale * clean[0] / replicas)
+            scaled = self.scaled_loss(scale * clean[0])
         clean_grads = tape.gradient(scaled, variables)
         # Start the attack only once the clean stream's backward pass is done.
         with tf.control_dependencies([g for g in clean_grads if g is not None]):
@@ -200,7 +190,7 @@ class ACLPretrainer(distribute.MultiWorkerFitMixin, keras.Model):
                                                        tf.identity(view2)))
         with tf.GradientTape() as tape:
             adv = self._pair_loss(x_adv, True, "adv")
-            scaled = self.optimizer.scale_loss(scale * self.ds_alpha * adv[0] / replicas)
+            scaled = self.scaled_loss(scale * self.ds_alpha * adv[0])
         adv_grads = tape.gradient(scaled, variables)
         grads = [a if b is None else b if a is None else a + b
                  for a, b in zip(clean_grads, adv_grads)]
@@ -214,19 +204,17 @@ class ACLPretrainer(distribute.MultiWorkerFitMixin, keras.Model):
         for stream, (loss, acc) in results.items():
             self.trackers[f"{stream}_loss"].update_state(loss)
             self.trackers[f"{stream}_acc"].update_state(acc)
-        return distribute.step_outputs(
-            {name: tracker.result() for name, tracker in self.trackers.items()})
+        return self.step_logs()
 
     @property
     def metrics(self):
         return list(self.trackers.values())
 
     # -- serialisation -------------------------------------------------------------------------
-    def get_config(self):
+    NESTED = ("encoder", "head")
+
+    def settings(self):
         return {
-            "name": self.name,
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "head": keras.saving.serialize_keras_object(self.head),
             "variant": self.variant,
             "temperature": self.temperature,
             "attack": dataclasses.asdict(self.attack),
@@ -234,10 +222,3 @@ class ACLPretrainer(distribute.MultiWorkerFitMixin, keras.Model):
             "ds_average": self.ds_average,
             "seed": self.seed,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        config["head"] = keras.saving.deserialize_keras_object(config["head"])
-        return cls(**config)

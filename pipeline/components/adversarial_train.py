@@ -21,9 +21,8 @@ import os
 
 from tfx import v1 as tfx
 
+from acl_tf.core import run_dir as rd
 from pipeline.components import artifact_io
-from pipeline.components.pretrain import ENCODER_FILE
-from pipeline.components.pseudo_label import PSEUDO_LABELS_FILE
 
 MODES = ("finetune", "semisup")
 # Where the classifier run directory (best.keras, saved_model/) lies inside the Model artifact.
@@ -65,14 +64,14 @@ def _student(config_json: str, examples_dir: str, encoder_file: str, pseudo_labe
     """Trains the student into ``model_dir/student``; returns (its record, ``"student"``)."""
     from acl_tf.configs import SemisupConfig
     from acl_tf.tasks.selection import read_metrics
-    from acl_tf.tasks.semisup import STUDENT_DIR, run_semisup
+    from acl_tf.tasks.semisup import run_semisup
     from pipeline.config import config_from_json
 
     config = dataclasses.replace(
         artifact_io.with_examples(config_from_json(SemisupConfig, config_json), examples_dir),
         pretrained=encoder_file)
     run_semisup(config, model_dir, step="student", pseudo_labels=pseudo_labels_file, verbose=2)
-    return read_metrics(os.path.join(model_dir, STUDENT_DIR)), STUDENT_DIR
+    return read_metrics(os.path.join(model_dir, rd.STUDENT)), rd.STUDENT
 
 
 @tfx.dsl.components.component
@@ -106,13 +105,13 @@ def AdversarialTrain(
             artifact_io.local_input(pretrained_model.uri) as pretrained_dir, \
             artifact_io.local_output(model.uri) as model_dir:
         artifact_io.check_split(examples, artifact_io.TRAIN_SPLIT)
-        encoder_file = os.path.join(pretrained_dir, ENCODER_FILE)
+        encoder_file = os.path.join(pretrained_dir, rd.ENCODER)
         if mode == "finetune":
             record, subdir = _finetune(config_json, examples_dir, encoder_file, model_dir)
         else:
             with artifact_io.local_input(pseudo_labels.uri) as labels_dir:
                 record, subdir = _student(config_json, examples_dir, encoder_file,
-                                          os.path.join(labels_dir, PSEUDO_LABELS_FILE),
+                                          os.path.join(labels_dir, rd.PSEUDO_LABELS),
                                           model_dir)
     model.set_string_custom_property(CLASSIFIER_SUBDIR, subdir)
     model.set_string_custom_property("stage", mode)

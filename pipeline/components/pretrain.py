@@ -11,8 +11,6 @@ from tfx import v1 as tfx
 
 from pipeline.components import artifact_io
 
-ENCODER_FILE = "encoder.keras"
-
 
 def record_history(artifact, history, prefix: str = "train_") -> None:
     """Sets the last epoch's numeric figures of a training history as float custom properties."""

@@ -18,10 +18,8 @@ import os
 
 from tfx import v1 as tfx
 
+from acl_tf.core import run_dir as rd
 from pipeline.components import artifact_io
-from pipeline.components.pretrain import ENCODER_FILE
-
-PSEUDO_LABELS_FILE = "pseudo_labels.npz"
 
 
 def record_numbers(artifact, values: dict, keys=None) -> None:
@@ -51,17 +49,16 @@ def PseudoLabel(
             ``pretrained`` are replaced by the inputs).
     """
     from acl_tf.configs import SemisupConfig
-    from acl_tf.tasks.semisup import PSEUDO_LABEL_FILE, run_semisup
+    from acl_tf.tasks.semisup import run_semisup
     from pipeline.config import config_from_json
 
-    assert PSEUDO_LABEL_FILE == PSEUDO_LABELS_FILE, "the library renamed its pseudo-label file"
     config = config_from_json(SemisupConfig, config_json)
     with artifact_io.local_input(examples.uri) as examples_dir, \
             artifact_io.local_input(pretrained_model.uri) as pretrained_dir, \
             artifact_io.local_output(pseudo_labels.uri) as output_dir:
         artifact_io.check_split(examples, config.data.train_split)
         config = dataclasses.replace(artifact_io.with_examples(config, examples_dir),
-                                     pretrained=os.path.join(pretrained_dir, ENCODER_FILE))
+                                     pretrained=os.path.join(pretrained_dir, rd.ENCODER))
         run_semisup(config, output_dir, step="teacher", verbose=2)
         summary = run_semisup(config, output_dir, step="pseudo_label", verbose=2)
     record_numbers(pseudo_labels, summary)

@@ -22,10 +22,10 @@ import tensorflow as tf
 from absl import logging
 from tfx import v1 as tfx
 
+from acl_tf.core import run_dir as rd
 from pipeline.components import artifact_io
 from pipeline.components.adversarial_train import classifier_dir
 
-SAVED_MODEL_DIR = "saved_model"
 PUSH_FILE = "push.json"
 _FINGERPRINT = "fingerprint.pb"
 _SAVED_MODEL_PB = "saved_model.pb"
@@ -42,10 +42,10 @@ def integer_versions(base: str) -> list[int]:
 
 def find_saved_model(model_dir: str) -> str:
     """The newest ``saved_model/<version>/`` of a training run directory."""
-    base = os.path.join(model_dir, SAVED_MODEL_DIR)
+    base = os.path.join(model_dir, rd.SAVED_MODEL)
     versions = integer_versions(base)
     if not versions:
-        raise FileNotFoundError(f"{model_dir} has no {SAVED_MODEL_DIR}/<version>/ SavedModel "
+        raise FileNotFoundError(f"{model_dir} has no {rd.SAVED_MODEL}/<version>/ SavedModel "
                                 "(acl_tf.serving.export.export_classifier writes it at the end of "
                                 "training)")
     path = os.path.join(base, str(versions[-1]))

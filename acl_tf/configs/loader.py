@@ -1,0 +1,117 @@
+"""Reading and writing configs: named YAML files, explicit YAML/JSON files, ``field.sub=value``
+overrides and the run directory's ``config.json``.
+
+Named configs are YAML files under ``configs/<kind>/NAME.yaml`` at the project root holding only
+the fields that differ from the dataclass defaults; a command line applies ``key.sub=value``
+overrides on top, and the resolved config is written into the run directory as ``config.json``.
+Values are typed by the dataclass annotations (:mod:`acl_tf.configs.fields`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+
+from acl_tf.configs.fields import from_dict, to_dict
+from acl_tf.core import run_dir
+from acl_tf.core.errors import ConfigError
+from acl_tf.core.io import write_json_atomic
+
+__all__ = ["CONFIG_ROOT", "apply_overrides", "available_configs", "config_path", "load_config",
+           "load_run_config", "parse_override", "read_config", "write_config"]
+
+CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.learning_rate=0.5"`` -> (["optim", "learning_rate"], 0.5) (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"Override {text!r} must look like field.subfield=value.")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"Override {text!r} has no field name.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Override {text!r}: cannot parse value: {err}") from err
+    return key.split("."), value
+
+
+def apply_overrides(values: dict, overrides: Iterable[str]) -> dict:
+    """Returns a copy of the nested dict ``values`` with each ``a.b=value`` override applied."""
+    values = json.loads(json.dumps(values))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = values
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"Override {text!r}: {part!r} is not a section.")
+        node[path[-1]] = value
+    return values
+
+
+def config_path(kind: str, name_or_path: str) -> Path:
+    """Resolves a config name (``configs/<kind>/NAME.yaml``) or an explicit file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml", ".json") or os.sep in name_or_path:
+        if not path.is_file():
+            raise ConfigError(f"Config file {name_or_path!r} does not exist.")
+        return path
+    path = CONFIG_ROOT / kind / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"Unknown {kind} config {name_or_path!r}; available: "
+                          f"{available_configs(kind)}.")
+    return path
+
+
+def available_configs(kind: str) -> list[str]:
+    """The names of the shipped configs of ``kind`` (``configs/<kind>/*.yaml``)."""
+    return sorted(p.stem for p in (CONFIG_ROOT / kind).glob("*.yaml"))
+
+
+def load_config(cls, kind: str, name_or_path: Optional[str] = None,
+                overrides: Iterable[str] = ()):
+    """Defaults of ``cls`` <- named config or file <- overrides, validated."""
+    values: dict = {}
+    if name_or_path:
+        path = config_path(kind, name_or_path)
+        try:
+            with open(path) as f:
+                values = (json.load(f) if path.suffix == ".json" else yaml.safe_load(f)) or {}
+        except (OSError, ValueError, yaml.YAMLError) as err:
+            raise ConfigError(f"Cannot read config {str(path)!r}: {err}") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"Config {str(path)!r} must hold a mapping of fields.")
+    return from_dict(cls, apply_overrides(values, overrides))
+
+
+def load_run_config(cls, kind: str, name_or_path: Optional[str], overrides: Iterable[str] = (),
+                    model_dir=None, resume: bool = False):
+    """The config of a run: with ``resume``, the run directory's own ``config.json`` (when it has
+    one) instead of ``name_or_path``; then ``overrides``."""
+    saved = Path(model_dir) / run_dir.CONFIG if model_dir is not None else None
+    if resume and saved is not None and saved.is_file():
+        name_or_path = str(saved)
+    return load_config(cls, kind, name_or_path, overrides)
+
+
+def write_config(config, path) -> None:
+    """Writes the resolved config as JSON, atomically."""
+    write_json_atomic(path, to_dict(config), indent=2, sort_keys=True)
+
+
+def read_config(cls, path):
+    """Reads a ``config.json`` written by :func:`write_config`."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"Cannot read config {str(path)!r}: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"Config {str(path)!r} must hold a mapping of fields.")
+    return from_dict(cls, values)

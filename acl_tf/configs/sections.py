@@ -1,0 +1,167 @@
+"""Config sections shared by the experiments: data, model, optimisers, the PGD attack and the
+augmentation of a view."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Optional
+
+from acl_tf.configs.choices import (
+    Architecture,
+    BnMode,
+    HeadLayers,
+    OptimizerName,
+    RandomStart,
+    Schedule,
+)
+from acl_tf.configs.fields import (
+    ConfigBase,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Range,
+    check_field,
+)
+from acl_tf.core.errors import ConfigError
+
+__all__ = ["AugmentConfig", "DataConfig", "FinetuneOptimizerConfig", "ModelConfig",
+           "OptimizerConfig", "PGDConfig", "check_crop_args", "check_jitter_args"]
+
+Momentum = Annotated[float, Range(0, 1, high_open=True)]
+
+
+@dataclasses.dataclass
+class DataConfig(ConfigBase):
+    """Where images come from (see :func:`acl_tf.data.load`)."""
+
+    source: str = "cifar10"                   # TFDS name, TFRecord file/dir/glob
+    train_split: str = "train"
+    test_split: str = "test"
+    data_dir: Optional[str] = None            # TFDS data_dir
+    download: bool = False                    # TFDS download switch
+    image_size: PositiveInt = 32
+    num_classes: Annotated[int, Range(2)] = 10
+    limit: Optional[PositiveInt] = None       # use the first N training images
+
+
+@dataclasses.dataclass
+class ModelConfig(ConfigBase):
+    """Encoder and projection head."""
+
+    arch: Architecture = "resnet18"
+    width: PositiveInt = 64              # ResNet-18 first-stage channels
+    bn: BnMode = "auto"                  # auto (dual for a2s/ds, single for s2s/a2a), dual, single
+    head_layers: HeadLayers = 3
+    head_dim: PositiveInt = 512
+    sync_bn: bool = False        # all-reduce BN batch statistics across replicas (tf.distribute)
+
+
+@dataclasses.dataclass
+class OptimizerConfig(ConfigBase):
+    """Optimiser and learning-rate schedule (per-step warm-up + cosine by default)."""
+
+    name: OptimizerName = "lars"
+    learning_rate: PositiveFloat = 5.0              # at reference_batch_size
+    reference_batch_size: NonNegativeInt = 512      # lr scales linearly; 0 = no scaling
+    momentum: Momentum = 0.9
+    weight_decay: NonNegativeFloat = 1e-6
+    trust_coefficient: PositiveFloat = 0.001        # LARS eta
+    schedule: Schedule = "cosine"
+    warmup_epochs: NonNegativeInt = 10
+    final_learning_rate: NonNegativeFloat = 1e-6
+
+    def peak_learning_rate(self, batch_size: int) -> float:
+        if not self.reference_batch_size:
+            return self.learning_rate
+        return self.learning_rate * batch_size / self.reference_batch_size
+
+
+@dataclasses.dataclass
+class FinetuneOptimizerConfig(ConfigBase):
+    """SGD with momentum and coupled L2 (``torch.optim.SGD``), piecewise-constant per epoch."""
+
+    learning_rate: PositiveFloat = 0.1
+    momentum: Momentum = 0.9
+    weight_decay: NonNegativeFloat = 2e-4       # coupled L2, as torch.optim.SGD(weight_decay=...)
+    nesterov: bool = False
+    decay_epochs: tuple[PositiveInt, ...] = (15, 20)   # the rate drops after these many epochs
+    decay_factor: Annotated[float, Range(0, 1, low_open=True)] = 0.1
+
+    def validate(self):
+        epochs = list(self.decay_epochs)
+        if epochs != sorted(set(epochs)):
+            raise ConfigError(f"decay_epochs must be strictly increasing positive "
+                              f"epoch counts, got {epochs}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class PGDConfig(ConfigBase):
+    """Settings of an L-inf PGD attack (pixel units of images in [0, 1]).
+
+    ``random_start``: ``uniform`` in [-eps, eps] (Madry et al.; ACL pre-training and PGD-20
+    evaluation), ``normal`` (x + ``normal_std`` * N(0, 1), the TRADES start) or ``none``.
+    """
+
+    epsilon: Probability = 8 / 255            # an L-inf radius in pixel units: [0, 1]
+    step_size: Probability = 2 / 255
+    steps: NonNegativeInt = 5
+    random_start: RandomStart = "uniform"
+    normal_std: Probability = 0.001
+
+
+CropScale = Annotated[float, Range(0, 1, low_open=True)]
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig(ConfigBase):
+    """Settings of the SimCLR/ACL augmentation of one view.
+
+    Attributes:
+      image_size: side of the square output (RandomResizedCrop size).
+      crop_scale: range of the crop area as a fraction of the image area. The
+        torchvision default is ``(0.08, 1.0)``; the ACL code uses ``(0.1, 1.0)``.
+      crop_ratio: range of the crop aspect ratio (width / height).
+      flip_prob: probability of a horizontal flip.
+      jitter_prob: probability of applying ColorJitter.
+      brightness, contrast, saturation: jitter strengths; factors are drawn
+        from ``[max(0, 1 - x), 1 + x]``.
+      hue: hue jitter strength in ``[0, 0.5]``; the shift is drawn from
+        ``[-hue, hue]``.
+      grayscale_prob: probability of converting to grayscale.
+    """
+
+    image_size: PositiveInt = 32
+    crop_scale: tuple[CropScale, CropScale] = (0.08, 1.0)
+    crop_ratio: tuple[PositiveFloat, PositiveFloat] = (3 / 4, 4 / 3)
+    flip_prob: Probability = 0.5
+    jitter_prob: Probability = 0.8
+    brightness: NonNegativeFloat = 0.4
+    contrast: NonNegativeFloat = 0.4
+    saturation: NonNegativeFloat = 0.4
+    hue: Annotated[float, Range(0, 0.5)] = 0.1
+    grayscale_prob: Probability = 0.2
+
+    def validate(self) -> None:
+        _check_ordered("crop_scale", self.crop_scale)
+        _check_ordered("crop_ratio", self.crop_ratio)
+
+
+def _check_ordered(name: str, pair) -> None:
+    if pair[0] > pair[1]:
+        raise ConfigError(f"{name} must be a pair (low, high) with low <= high, got {pair!r}.")
+
+
+def check_crop_args(size, scale, ratio) -> None:
+    """Checks RandomResizedCrop arguments given directly (as :class:`AugmentConfig` would)."""
+    check_field(AugmentConfig, "image_size", size, "crop size")
+    _check_ordered("crop_scale", check_field(AugmentConfig, "crop_scale", scale))
+    _check_ordered("crop_ratio", check_field(AugmentConfig, "crop_ratio", ratio))
+
+
+def check_jitter_args(brightness, contrast, saturation, hue) -> None:
+    """Checks ColorJitter strengths given directly (torchvision's constraints)."""
+    for name, value in (("brightness", brightness), ("contrast", contrast),
+                        ("saturation", saturation), ("hue", hue)):
+        check_field(AugmentConfig, name, value)
