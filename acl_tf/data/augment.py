@@ -362,6 +362,24 @@ def _epoch_permutation(num: int, seed: int, epoch: int) -> np.ndarray:
     return rng.permutation(num)
 
 
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
+def _epoch_order(images, labels, shuffle: bool, seed, epoch):
+    """``(images, labels, indices)`` in the epoch's order: the source order, or with ``shuffle``
+    the permutation of ``(seed, epoch)`` (checked: non-negative ints)."""
+    for name, value in (("seed", seed), ("epoch", epoch)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    indices = np.arange(images.shape[0], dtype=np.int64)
+    if shuffle:
+        indices = _epoch_permutation(images.shape[0], int(seed), int(epoch))
+        images, labels = images[indices], labels[indices]
+    return images, labels, indices
+
+
 def make_pretrain_dataset(
     images,
     labels,
@@ -413,20 +431,12 @@ def make_pretrain_dataset(
         )
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _check_batch_size(batch_size)
     if drop_remainder and images.shape[0] < batch_size:
         raise ValueError(
             f"{images.shape[0]} images < batch_size {batch_size} with drop_remainder=True gives no batches"
         )
-    for name, value in (("seed", seed), ("epoch", epoch)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-
-    indices = np.arange(images.shape[0], dtype=np.int64)
-    if shuffle:
-        indices = _epoch_permutation(images.shape[0], int(seed), int(epoch))
-        images, labels = images[indices], labels[indices]
+    images, labels, indices = _epoch_order(images, labels, shuffle, seed, epoch)
     labels = labels.astype(np.int64)
 
     def _map(image, label, index):
@@ -496,15 +506,8 @@ def make_finetune_dataset(images, labels, *, batch_size: int, seed: int, epoch: 
     if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers of shape [{images.shape[0]}], got "
                          f"{labels.dtype} {labels.shape}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    for name, value in (("seed", seed), ("epoch", epoch)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    indices = np.arange(images.shape[0], dtype=np.int64)
-    if shuffle:
-        indices = _epoch_permutation(images.shape[0], int(seed), int(epoch))
-        images, labels = images[indices], labels[indices]
+    _check_batch_size(batch_size)
+    images, labels, indices = _epoch_order(images, labels, shuffle, seed, epoch)
 
     def _map(image, label, index):
         image = tf.image.convert_image_dtype(image, tf.float32)
