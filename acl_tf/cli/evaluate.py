@@ -1,6 +1,6 @@
 """Robustness evaluation command line.
 
-    python -m acl_tf.evaluate --model=runs/aff --data=../shared/data/cifar10 \\
+    python -m acl_tf.evaluate --model=runs/aff --data=data/cifar10_sample \\
         --attacks=clean,pgd20,autoattack --output=runs/aff/eval/report.json
     python -m acl_tf.evaluate --model=runs/aff/best.keras --data=data/cifar10_sample --limit=50 \\
         --attacks=clean,pgd20 --bn=normal --eps_sweep=0,4,8,16,64 --output=/tmp/eval/report.json

@@ -4,7 +4,7 @@ Every source is loaded into memory as an :class:`ImageData` holding uint8
 images (CIFAR-sized datasets fit easily), int64 labels and string ids:
 
 >>> data = load("data/cifar10_sample")                  # directory -> train.tfrecord
->>> data = load("../shared/data/cifar10/test.tfrecord", limit=1000)
+>>> data = load("cifar10/test.tfrecord", limit=1000)        # one TFRecord file
 >>> data = load("cifar10", split="test", download=True)  # TensorFlow Datasets
 >>> data = load((images, labels))                        # NumPy arrays
 

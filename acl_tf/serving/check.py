@@ -1,7 +1,7 @@
 """Checks a served model end to end: clean and adversarial accuracy *as served*.
 
     python -m acl_tf.serving_check --url=http://localhost:8501/v1/models/acl \\
-        --data=../shared/data/cifar10 --saved_model=runs/aff/saved_model/1 --limit=200
+        --data=data/cifar10_sample --saved_model=runs/aff/saved_model/1 --limit=200
 
 Loads test images (``--data`` / ``--split`` / ``--limit``, any source of ``acl_tf.data.load``),
 crafts L-inf PGD examples locally against the *exported* SavedModel (loaded with
