@@ -1,8 +1,7 @@
 #!/usr/bin/env python
-"""Builds the small CIFAR-10 sample shipped in ``data/cifar10_sample/``.
+"""Builds the small CIFAR-10 sample shipped in ``acl_tf/data/sample/cifar10/``.
 
-All images come from the CIFAR-10 *test* TFRecord (by default
-``../shared/data/cifar10/test.tfrecord`` relative to the project root).  A
+All images come from a CIFAR-10 *test* TFRecord (``--source``).  A
 class-balanced random subset is picked deterministically from ``--seed``:
 ``--train-per-class`` images per class for the sample's ``train.tfrecord``
 and ``--test-per-class`` different images per class for its
@@ -34,8 +33,7 @@ import tensorflow as tf  # noqa: E402
 
 from acl_tf.data import class_balanced_indices  # noqa: E402
 
-DEFAULT_SOURCE = ROOT / "../shared/data/cifar10/test.tfrecord"
-DEFAULT_OUT = ROOT / "data/cifar10_sample"
+DEFAULT_OUT = ROOT / "acl_tf/data/sample/cifar10"
 
 
 def read_records(path: str):
@@ -75,8 +73,8 @@ def write_records(path: Path, records) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", default=str(DEFAULT_SOURCE),
-                        help="CIFAR-10 test TFRecord to sample from (default: %(default)s)")
+    parser.add_argument("--source", required=True,
+                        help="CIFAR-10 test TFRecord to sample from")
     parser.add_argument("--out-dir", default=str(DEFAULT_OUT),
                         help="output directory (default: %(default)s)")
     parser.add_argument("--train-per-class", type=int, default=50,

@@ -12,8 +12,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import pytest  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = PROJECT_ROOT / "data" / "cifar10_sample"
-SHARED_CIFAR10 = (PROJECT_ROOT / ".." / "shared" / "data" / "cifar10").resolve()
+SAMPLE_DIR = PROJECT_ROOT / "acl_tf" / "data" / "sample" / "cifar10"
+# The real CIFAR-10 TFRecords (train.tfrecord, test.tfrecord), when the machine has them: passed
+# explicitly (.ci/run sets it); tests that need them skip without.
+CIFAR10_DIR = Path(os.environ["ACL_TF_TEST_CIFAR10"]) if os.environ.get("ACL_TF_TEST_CIFAR10") \
+    else None
 
 
 @pytest.fixture

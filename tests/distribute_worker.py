@@ -47,7 +47,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = PROJECT_ROOT / "data" / "cifar10_sample"
+SAMPLE_DIR = PROJECT_ROOT / "acl_tf" / "data" / "sample" / "cifar10"
 DEVICES = ["/cpu:0", "/cpu:1"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "cifar10_sample"
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "acl_tf" / "data" / "sample" / "cifar10"
 
 # Overrides of the ``smoke`` pretrain config for a run of seconds (the pretrain task and CLI tests).
 TINY = ["model.width=4", "model.head_dim=16", "data.limit=64", "batch_size=32",

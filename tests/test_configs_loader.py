@@ -49,9 +49,62 @@ def test_importing_the_configs_loads_no_tensorflow():
     assert outside == [], outside
 
 
-def test_config_root_is_the_projects_configs_folder():
-    assert CONFIG_ROOT == PROJECT_ROOT / "configs"
+def test_presets_ship_inside_the_package_and_load_from_any_directory(tmp_path, monkeypatch):
+    assert CONFIG_ROOT == PROJECT_ROOT / "acl_tf" / "configs" / "presets"
+    monkeypatch.chdir(tmp_path)
     assert config_path("pretrain", "smoke") == CONFIG_ROOT / "pretrain" / "smoke.yaml"
+    assert load_config(PretrainConfig, "pretrain", "smoke").data.source == "sample:cifar10"
+    assert load_config(PretrainConfig, "pretrain", "cifar10_resnet18").data.source == "cifar10"
+
+
+def _config_file(folder, source):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mine.yaml"
+    path.write_text(f"data:\n  source: {source}\n")
+    return path
+
+
+def test_relative_data_paths_resolve_in_the_cwd_then_beside_the_config(tmp_path, monkeypatch):
+    config = _config_file(tmp_path / "cfg", "recs/train.tfrecord")
+    (tmp_path / "cfg" / "recs").mkdir()
+    (tmp_path / "cfg" / "recs" / "train.tfrecord").write_bytes(b"")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    beside = load_config(PretrainConfig, "pretrain", str(config)).data.source
+    assert beside == str(tmp_path / "cfg" / "recs" / "train.tfrecord")
+    (tmp_path / "cwd" / "recs").mkdir()
+    (tmp_path / "cwd" / "recs" / "train.tfrecord").write_bytes(b"")
+    here = load_config(PretrainConfig, "pretrain", str(config)).data.source
+    assert here == str(tmp_path / "cwd" / "recs" / "train.tfrecord")
+    # --set values too; a directory and a glob count when they exist.
+    over = load_config(PretrainConfig, "pretrain", None, ["data.source=recs"]).data.source
+    assert over == str(tmp_path / "cwd" / "recs")
+    glob_ = load_config(PretrainConfig, "pretrain", None, ["data.source=recs/*.tfrecord"])
+    assert glob_.data.source == str(tmp_path / "cwd" / "recs" / "*.tfrecord")
+
+
+def test_a_missing_relative_path_names_both_places(tmp_path, monkeypatch):
+    config = _config_file(tmp_path / "cfg", "./nowhere")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config(PretrainConfig, "pretrain", str(config))
+    message = str(err.value)
+    assert "data.source" in message
+    assert repr(str(tmp_path / "nowhere")) in message
+    assert repr(str(tmp_path / "cfg" / "nowhere")) in message
+    with pytest.raises(ConfigError, match=r"pretrained: .runs/nope. is neither"):
+        load_config(FinetuneConfig, "finetune", "smoke", ["pretrained=runs/nope"])
+
+
+def test_names_urls_and_samples_pass_through(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for source in ("cifar10", "cifar10_corrupted/fog_1", "gs://bucket/cifar10", "/abs/x",
+                   "sample:cifar10"):
+        config = load_config(PretrainConfig, "pretrain", None, [f"data.source={source}"])
+        assert config.data.source == source
+    with pytest.raises(ConfigError, match=r"data.source: Unknown shipped sample 'sample:cifar9'.*"
+                                          r"'sample:cifar10'"):
+        load_config(PretrainConfig, "pretrain", None, ["data.source=sample:cifar9"])
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -85,7 +138,7 @@ def test_named_configs_load():
     assert paper.optimizer.name == "lars" and paper.optimizer.warmup_epochs == 10
     assert paper.optimizer.weight_decay == 1e-6          # written 1.0e-6 in the YAML
     smoke = load_config(PretrainConfig, "pretrain", "smoke")
-    assert smoke.data.source == "data/cifar10_sample" and smoke.model.width == 8
+    assert smoke.data.source == "sample:cifar10" and smoke.model.width == 8
     # Fields the smoke file does not name keep the dataclass defaults.
     assert smoke.attack.steps == 5 and smoke.augment.grayscale_prob == 0.2
 

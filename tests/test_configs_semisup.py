@@ -11,7 +11,7 @@ def test_semisup_config_checks():
     assert (config.label_fraction, config.temperature, config.student.alpha,
             config.student.beta, config.student.attack.steps) == (0.01, 1.0, 0.5, 6.0, 10)
     assert config.student.optimizer.weight_decay == 5e-4
-    assert load_config(SemisupConfig, "semisup", "smoke").data.source == "data/cifar10_sample"
+    assert load_config(SemisupConfig, "semisup", "smoke").data.source == "sample:cifar10"
     for overrides, message in [
             (["labels_per_class=4"], "exactly one"),
             (["label_fraction=null"], "exactly one"),

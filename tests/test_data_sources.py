@@ -11,10 +11,10 @@ import tensorflow as tf
 
 from acl_tf import data as D
 from acl_tf.data import DataError
+from conftest import CIFAR10_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "cifar10_sample"
-CIFAR = ROOT / "../shared/data/cifar10"
+SAMPLE = ROOT / "acl_tf" / "data" / "sample" / "cifar10"
 
 
 def _make_data(n=20, size=32, num_classes=10, seed=0):
@@ -72,13 +72,13 @@ def test_load_sample_prefix_balanced():
 
 
 def test_load_real_cifar_with_limit():
-    path = CIFAR / "test.tfrecord"
-    if not path.exists():
-        pytest.skip(f"real CIFAR-10 TFRecords not found at {path}")
+    if CIFAR10_DIR is None:
+        pytest.skip("set ACL_TF_TEST_CIFAR10 to a folder of the CIFAR-10 TFRecords")
+    path = CIFAR10_DIR / "test.tfrecord"
     data = D.load(str(path), limit=64)
     assert data.images.shape == (64, 32, 32, 3)
     assert data.ids[0].startswith("test/")
-    both = D.load(str(CIFAR), split="test", limit=10)
+    both = D.load(str(CIFAR10_DIR), split="test", limit=10)
     np.testing.assert_array_equal(both.images, data.images[:10])
 
 

@@ -232,7 +232,7 @@ def test_train_step_is_xla_compilable(variant):
     config = load_config(PretrainConfig, "pretrain", "smoke",
                          [f"variant={variant}", "model.width=4", "model.head_dim=8",
                           "batch_size=4", "attack.steps=2"])
-    data = load(str(PROJECT_ROOT / "data" / "cifar10_sample"), "train", limit=4)
+    data = load(str(PROJECT_ROOT / "acl_tf" / "data" / "sample" / "cifar10"), "train", limit=4)
     dataset = make_pretrain_dataset(data.images, data.labels, batch_size=4,
                                     config=config.augment, seed=0)
     # drop_remainder: every batch has the same static shape (what a TPU compiles for).

@@ -10,7 +10,7 @@ from acl_tf.configs import FinetuneConfig, load_config
 from acl_tf.tasks.selection import read_metrics
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE_DIR = os.path.join(PROJECT_ROOT, "data", "cifar10_sample")
+SAMPLE_DIR = os.path.join(PROJECT_ROOT, "acl_tf", "data", "sample", "cifar10")
 
 
 TINY = ["data.limit=120", "val_size=20", "epochs=2", "eval_batch_size=200", "eval_attack.steps=2"]

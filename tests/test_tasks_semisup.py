@@ -9,7 +9,7 @@ from acl_tf.configs import ConfigError, SemisupConfig, load_config
 from acl_tf.data.pseudo_labels import PseudoLabelError
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE_DIR = os.path.join(PROJECT_ROOT, "data", "cifar10_sample")
+SAMPLE_DIR = os.path.join(PROJECT_ROOT, "acl_tf", "data", "sample", "cifar10")
 
 
 TINY = ["data.limit=200", "val_size=20", "labels_per_class=3", "label_fraction=null",

@@ -2,9 +2,10 @@
 
 A config is a (nested) dataclass whose field annotations say what each field accepts: its type,
 its choice of names (``Literal``) or its numeric range (``Annotated[float, Range(0, 1)]``).
-Named configs are YAML files under ``configs/<kind>/NAME.yaml`` at the project root holding only
-the fields that differ from the dataclass defaults; a command line applies ``key.sub=value``
-overrides on top, and the resolved config is written into the run directory as ``config.json``.
+Named configs (presets) are YAML files shipped in the package,
+``acl_tf/configs/presets/<kind>/NAME.yaml``, holding only the fields that differ from the
+dataclass defaults; a command line applies ``key.sub=value`` overrides on top, and the resolved
+config is written into the run directory as ``config.json``.
 Unknown fields and values of the wrong type or out of range are :class:`ConfigError` naming the
 field, the value and what would be valid, whether the config is loaded or built in Python.
 

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Annotated, Optional
 
 from acl_tf.configs.choices import VARIANTS, Precision, Variant
-from acl_tf.configs.fields import ConfigBase, NonNegativeInt, PositiveInt, Range, Seed
+from acl_tf.configs.fields import ConfigBase, DataSource, NonNegativeInt, PositiveInt, Range, Seed
 from acl_tf.core.errors import ConfigError
 
 __all__ = ["BenchConfig"]
@@ -38,7 +38,7 @@ class BenchConfig(ConfigBase):
     overrides: tuple[str, ...] = ()
     floor: bool = True                  # also time a plain Keras ResNet-18's two passes
     pipeline: bool = True
-    pipeline_source: str = "data/cifar10_sample"
+    pipeline_source: DataSource = "sample:cifar10"
     pipeline_limit: Optional[PositiveInt] = None
     pipeline_images: PositiveInt = 1024
     intra_op_threads: NonNegativeInt = 0

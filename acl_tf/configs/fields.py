@@ -7,7 +7,10 @@ A field declares what it accepts in its annotation:
   a nested config dataclass;
 * ``typing.Literal[...]`` for a choice of names (matched case-insensitively, stored lower-case),
   optionally ``Annotated[Literal[...], Choice("ACL variant")]`` to say what the names are;
-* ``Annotated[int | float, Range(...)]`` for a numeric range (floats must also be finite).
+* ``Annotated[int | float, Range(...)]`` for a numeric range (floats must also be finite);
+* ``DataSource`` / ``FilePath`` (``Annotated[str, Location(...)]``) for a path that the loader
+  resolves against the current directory and the config file's folder
+  (:func:`acl_tf.core.paths.resolve_location`).
 
 Two modes read the same annotations. :func:`coerce` (``loose``) is what the loader applies to
 values read from YAML, JSON or ``--set``: it also accepts numbers written as strings
@@ -29,10 +32,10 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from acl_tf.core.errors import ConfigError
 
-__all__ = ["Choice", "ConfigBase", "Fraction", "NonNegative", "NonNegativeFloat",
+__all__ = ["Choice", "ConfigBase", "DataSource", "FilePath", "Fraction", "Location", "NonNegative", "NonNegativeFloat",
            "NonNegativeInt", "Positive", "PositiveFloat", "PositiveInt", "Probability", "Range",
            "Seed", "check_choice", "check_field", "check_value", "choice_names", "coerce",
-           "field_types", "from_dict", "to_dict"]
+           "field_types", "from_dict", "location_of", "to_dict"]
 
 
 # -- Declarations --------------------------------------------------------------------------------
@@ -82,6 +85,15 @@ class Choice:
     note: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """A field naming files: relative paths are resolved when a config is loaded from YAML, JSON
+    or ``--set`` (:func:`acl_tf.configs.loader.load_config`). With ``dataset``, a bare name that
+    is no file is a TFDS dataset name and ``sample:NAME`` is a sample shipped with acl-tf."""
+
+    dataset: bool = False
+
+
 Positive = Range(0, low_open=True)
 NonNegative = Range(0)
 Fraction = Range(0, 1)
@@ -92,6 +104,8 @@ PositiveFloat = Annotated[float, Positive]
 NonNegativeFloat = Annotated[float, NonNegative]
 Probability = Annotated[float, Fraction]
 Seed = Annotated[int, Range(0, 2**31 - 1)]     # numpy, Keras and TF stateless seeds all take it
+DataSource = Annotated[str, Location(dataset=True)]   # TFDS name, sample:NAME or TFRecord path(s)
+FilePath = Annotated[str, Location()]
 
 
 # -- Reading annotations -------------------------------------------------------------------------
@@ -121,6 +135,15 @@ def choice_names(tp) -> tuple:
     if typing.get_origin(base) is not Literal:
         raise TypeError(f"{tp!r} is not a Literal choice type.")
     return typing.get_args(base)
+
+
+def location_of(tp) -> Optional[Location]:
+    """The :class:`Location` of a field type (``FilePath``, ``Optional[DataSource]``, ...)."""
+    base, extras = _split_annotated(tp)
+    found = next((e for e in extras if isinstance(e, Location)), None)
+    if found is None and typing.get_origin(base) in (Union, types.UnionType):
+        found = next((loc for arg in typing.get_args(base) if (loc := location_of(arg))), None)
+    return found
 
 
 def _is_int(value) -> bool:

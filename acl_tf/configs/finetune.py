@@ -6,7 +6,7 @@ import dataclasses
 from typing import Optional
 
 from acl_tf.configs.choices import Branch, FinetuneMode, SelectBy
-from acl_tf.configs.fields import ConfigBase, NonNegativeFloat, PositiveInt, Seed
+from acl_tf.configs.fields import ConfigBase, FilePath, NonNegativeFloat, PositiveInt, Seed
 from acl_tf.configs.sections import DataConfig, FinetuneOptimizerConfig, ModelConfig, PGDConfig
 from acl_tf.core.errors import ConfigError
 
@@ -27,7 +27,7 @@ class FinetuneConfig(ConfigBase):
 
     mode: FinetuneMode = "aff"
     bn: Branch = "adv"                    # BN branch fine-tuned and evaluated: adv | normal
-    pretrained: Optional[str] = None      # pre-training run dir (or .keras file); None = RI
+    pretrained: Optional[FilePath] = None     # pre-training run dir (or .keras file); None = RI
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     attack: PGDConfig = dataclasses.field(

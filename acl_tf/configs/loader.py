@@ -1,14 +1,18 @@
 """Reading and writing configs: named YAML files, explicit YAML/JSON files, ``field.sub=value``
 overrides and the run directory's ``config.json``.
 
-Named configs are YAML files under ``configs/<kind>/NAME.yaml`` at the project root holding only
-the fields that differ from the dataclass defaults; a command line applies ``key.sub=value``
-overrides on top, and the resolved config is written into the run directory as ``config.json``.
-Values are typed by the dataclass annotations (:mod:`acl_tf.configs.fields`).
+Named configs (presets) are YAML files shipped inside the package, ``acl_tf/configs/presets/
+<kind>/NAME.yaml``, holding only the fields that differ from the dataclass defaults; a command line
+applies ``key.sub=value`` overrides on top, and the resolved config is written into the run
+directory as ``config.json``. Values are typed by the dataclass annotations
+(:mod:`acl_tf.configs.fields`); path fields (``DataSource``, ``FilePath``) are made absolute on
+load, looked up in the current directory and then beside the config file
+(:func:`acl_tf.core.paths.resolve_location`), so a run directory's config works from anywhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -16,15 +20,16 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from acl_tf.configs.fields import from_dict, to_dict
+from acl_tf.configs.fields import field_types, from_dict, location_of, to_dict
 from acl_tf.core import run_dir
+from acl_tf.core.paths import resolve_location
 from acl_tf.core.errors import ConfigError
 from acl_tf.core.io import write_json_atomic
 
-__all__ = ["CONFIG_ROOT", "apply_overrides", "available_configs", "config_path", "load_config",
+__all__ = ["CONFIG_ROOT", "apply_overrides", "resolve_locations", "available_configs", "config_path", "load_config",
            "load_run_config", "parse_override", "read_config", "write_config"]
 
-CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_ROOT = Path(__file__).resolve().parent / "presets"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -57,7 +62,8 @@ def apply_overrides(values: dict, overrides: Iterable[str]) -> dict:
 
 
 def config_path(kind: str, name_or_path: str) -> Path:
-    """Resolves a config name (``configs/<kind>/NAME.yaml``) or an explicit file path."""
+    """Resolves a config name (a preset, ``presets/<kind>/NAME.yaml``) or an explicit file
+    path."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml", ".json") or os.sep in name_or_path:
         if not path.is_file():
@@ -71,14 +77,16 @@ def config_path(kind: str, name_or_path: str) -> Path:
 
 
 def available_configs(kind: str) -> list[str]:
-    """The names of the shipped configs of ``kind`` (``configs/<kind>/*.yaml``)."""
+    """The names of the shipped configs (presets) of ``kind``."""
     return sorted(p.stem for p in (CONFIG_ROOT / kind).glob("*.yaml"))
 
 
 def load_config(cls, kind: str, name_or_path: Optional[str] = None,
                 overrides: Iterable[str] = ()):
-    """Defaults of ``cls`` <- named config or file <- overrides, validated."""
+    """Defaults of ``cls`` <- named config or file <- overrides, validated, with path fields
+    resolved against the current directory, then the config file's folder."""
     values: dict = {}
+    bases = [Path.cwd()]
     if name_or_path:
         path = config_path(kind, name_or_path)
         try:
@@ -88,7 +96,25 @@ def load_config(cls, kind: str, name_or_path: Optional[str] = None,
             raise ConfigError(f"Cannot read config {str(path)!r}: {err}") from err
         if not isinstance(values, dict):
             raise ConfigError(f"Config {str(path)!r} must hold a mapping of fields.")
-    return from_dict(cls, apply_overrides(values, overrides))
+        bases.append(path.resolve().parent)
+    return resolve_locations(from_dict(cls, apply_overrides(values, overrides)), bases)
+
+
+def resolve_locations(config, bases, prefix: str = ""):
+    """A copy of ``config`` with every path field (:class:`~acl_tf.configs.fields.Location`),
+    in nested sections too, resolved by :func:`~acl_tf.core.paths.resolve_location`."""
+    changes = {}
+    for name, tp in field_types(type(config)).items():
+        value = getattr(config, name)
+        if dataclasses.is_dataclass(value):
+            resolved = resolve_locations(value, bases, f"{prefix}{name}.")
+        elif (location := location_of(tp)) is not None and isinstance(value, str):
+            resolved = resolve_location(value, bases, prefix + name, dataset=location.dataset)
+        else:
+            continue
+        if resolved is not value and resolved != value:
+            changes[name] = resolved
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def load_run_config(cls, kind: str, name_or_path: Optional[str], overrides: Iterable[str] = (),

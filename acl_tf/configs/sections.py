@@ -16,6 +16,7 @@ from acl_tf.configs.choices import (
 )
 from acl_tf.configs.fields import (
     ConfigBase,
+    DataSource,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -36,7 +37,7 @@ Momentum = Annotated[float, Range(0, 1, high_open=True)]
 class DataConfig(ConfigBase):
     """Where images come from (see :func:`acl_tf.data.load`)."""
 
-    source: str = "cifar10"                   # TFDS name, TFRecord file/dir/glob
+    source: DataSource = "cifar10"            # TFDS name, sample:cifar10, TFRecord file/dir/glob
     train_split: str = "train"
     test_split: str = "test"
     data_dir: Optional[str] = None            # TFDS data_dir

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 from acl_tf.configs.choices import AlphaConvention, SelectBy
 from acl_tf.configs.fields import (
     ConfigBase,
+    FilePath,
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
@@ -81,7 +82,7 @@ class SemisupConfig(ConfigBase):
     testing.
     """
 
-    pretrained: Optional[str] = None
+    pretrained: Optional[FilePath] = None
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     label_fraction: Optional[LabelFraction] = 0.01

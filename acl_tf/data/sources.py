@@ -3,8 +3,9 @@
 Every source is loaded into memory as an :class:`ImageData` holding uint8
 images (CIFAR-sized datasets fit easily), int64 labels and string ids:
 
->>> data = load("data/cifar10_sample")                  # directory -> train.tfrecord
->>> data = load("cifar10/test.tfrecord", limit=1000)        # one TFRecord file
+>>> data = load("sample:cifar10")                        # the sample shipped with acl-tf
+>>> data = load("my_data")                               # directory -> train.tfrecord
+>>> data = load("cifar10/test.tfrecord", limit=1000)     # one TFRecord file
 >>> data = load("cifar10", split="test", download=True)  # TensorFlow Datasets
 >>> data = load((images, labels))                        # NumPy arrays
 
@@ -28,7 +29,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from acl_tf.core.errors import DataError  # noqa: F401 (re-exported)
+from acl_tf.core.errors import ConfigError, DataError  # noqa: F401 (DataError re-exported)
+from acl_tf.core.paths import expand_sample, looks_like_path
 
 __all__ = [
     "DataError",
@@ -44,8 +46,6 @@ __all__ = [
 DEFAULT_NUM_CLASSES = 10
 _BATCH = 1024
 _GLOB_CHARS = "*?["
-_TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec", ".gz")
-
 
 
 @dataclasses.dataclass
@@ -98,6 +98,7 @@ def load(source, split: str = "train", *, data_dir: Optional[str] = None,
     Args:
         source: one of
             * a TFDS dataset name such as ``"cifar10"`` or ``"cifar100"``;
+            * ``"sample:cifar10"``, the 500 / 200 CIFAR-10 images shipped with acl-tf;
             * a TFRecord file path, a glob pattern, a comma-separated list of
               paths/globs, or a directory containing ``{split}.tfrecord*``,
               ``{split}/*`` or ``Split-{split}/*.gz`` (TFX ImportExampleGen);
@@ -120,6 +121,10 @@ def load(source, split: str = "train", *, data_dir: Optional[str] = None,
     """
     if limit is not None and limit < 0:
         raise DataError(f"limit must be >= 0, got {limit}")
+    try:
+        source = expand_sample(source)
+    except ConfigError as err:
+        raise DataError(str(err)) from None
     if isinstance(source, tuple):
         return _load_arrays(source, image_size=image_size,
                             num_classes=num_classes or DEFAULT_NUM_CLASSES, limit=limit)
@@ -148,14 +153,7 @@ def load_split(data_config, split: str, limit: Optional[int] = None) -> ImageDat
 
 def _looks_like_path(source: str) -> bool:
     """Whether a string names files rather than a TFDS dataset."""
-    if os.path.exists(os.path.expanduser(source)):
-        return True
-    if any(c in source for c in _GLOB_CHARS + ","):
-        return True
-    if source.startswith(("/", "./", "../", "~")):
-        return True
-    base = os.path.basename(source).lower()
-    return base.endswith(_TFRECORD_SUFFIXES) or ".tfrecord" in base
+    return os.path.exists(os.path.expanduser(source)) or looks_like_path(source)
 
 
 def _resolve_files(source, split: str) -> list:
