@@ -117,3 +117,19 @@ def test_resume_refuses_a_checkpoint_of_another_width(tmp_path):
     with pytest.raises(CheckpointError, match=r"resnet18/stem_conv/kernel' has shape "
                                               r"\[3, 3, 3, 8\] in the model"):
         run_pretraining(wider, tmp_path / "run", resume=True, verbose=0)
+
+
+@pytest.mark.slow
+def test_the_paper_preset_reads_tfds_cifar10(tmp_path, monkeypatch):
+    """What a user without local files gets: the paper preset's data is TFDS ``cifar10``
+    (mocked here: no machine of this project can download it), shrunk to seconds."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(PretrainConfig, "pretrain", "cifar10_resnet18",
+                         TINY + ["epochs=1", "optimizer.reference_batch_size=0",
+                                 "optimizer.warmup_epochs=0"])
+    assert config.data.source == "cifar10"
+    with tfds.testing.mock_data(num_examples=64):
+        run_pretraining(config, tmp_path / "run", verbose=0)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
