@@ -1,7 +1,11 @@
 """Does the study's robust-accuracy ordering survive a stronger attack?
 
-    .venv/bin/python experiments/attack_strength.py --runs=runs/study_cifar10_cpu/aff/ri,runs/study_cifar10_cpu/aff/ds \
+    .venv/bin/python experiments/attack_strength.py --data=/path/to/cifar10 \
+        --runs=runs/study_cifar10_cpu/aff/ri,runs/study_cifar10_cpu/aff/ds \
         --test_limit=1000 --output=docs/study/attack_strength
+
+``--data`` is required: a directory of CIFAR-10 TFRecords (``test.tfrecord`` in the format of
+acl_tf/data/sample/cifar10/README.md) or a TFDS name such as ``cifar10`` (prepared locally).
 
 Evaluates each fine-tuning run's ``best.keras`` on a class-balanced subset of the test split
 (the one fine-tuning's ``test_limit`` takes) with PGD-20 (the study's attack), PGD-100, PGD-20
@@ -31,7 +35,10 @@ ATTACKS = {"PGD-20": (PGDConfig(steps=20), 1), "PGD-100": (PGDConfig(steps=100),
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", required=True, help="comma-separated fine-tuning run dirs")
-    parser.add_argument("--data", default="../shared/data/cifar10")
+    parser.add_argument("--data", required=True,
+                        help="CIFAR-10: a directory of TFRecords (train.tfrecord, test.tfrecord; "
+                        "format: acl_tf/data/sample/cifar10/README.md) or a prepared "
+                        "TFDS name such as cifar10")
     parser.add_argument("--test_limit", type=int, default=1000)
     parser.add_argument("--output", default="docs/study/attack_strength")
     args = parser.parse_args()

@@ -1,14 +1,17 @@
 """k-NN accuracy of saved pre-trained encoders, on each BN branch: how good the features are
 before any fine-tuning (used to read the reproduction study's ordering).
 
-    .venv/bin/python experiments/encoder_knn.py --study_dir=runs/study_cifar10_cpu \
-        --train_limit=5000 --test_limit=2000 --output=docs/study/knn
+    .venv/bin/python experiments/encoder_knn.py --data=/path/to/cifar10 \
+        --study_dir=runs/study_cifar10_cpu --train_limit=5000 --test_limit=2000 \
+        --output=docs/study/knn
 
 Reads ``STUDY_DIR/pretrain/*/encoder.keras`` (every finished pre-training) plus a random-init
 encoder of the same width, and measures weighted k-NN (k=200, T=0.1) accuracy of the frozen
 features of a class-balanced subset of ``test_limit`` test images (the subset fine-tuning's
-``test_limit`` takes; the test file is sorted by class) against the first ``train_limit``
-training images. Writes ``OUTPUT.json`` and ``OUTPUT.md``.
+``test_limit`` takes, so a test split sorted by class is fine) against the first
+``train_limit`` training images. ``--data`` is required: a directory of CIFAR-10 TFRecords
+(``train.tfrecord``, ``test.tfrecord`` in the format of acl_tf/data/sample/cifar10/README.md) or
+a TFDS name such as ``cifar10`` (prepared locally). Writes ``OUTPUT.json`` and ``OUTPUT.md``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ from acl_tf.tasks.encoders import encoder_spec
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study_dir", default="runs/study_cifar10_cpu")
-    parser.add_argument("--data", default="../shared/data/cifar10")
+    parser.add_argument("--data", required=True,
+                        help="CIFAR-10: a directory of TFRecords (train.tfrecord, test.tfrecord; "
+                        "format: acl_tf/data/sample/cifar10/README.md) or a prepared "
+                        "TFDS name such as cifar10")
     parser.add_argument("--train_limit", type=int, default=5000)
     parser.add_argument("--test_limit", type=int, default=2000)
     parser.add_argument("--output", default="docs/study/knn")

@@ -1,11 +1,14 @@
 """Does pre-training learn? k-NN test accuracy of S2S / DS encoders against random init.
 
-Pre-trains each variant on the first N images of ../shared/data/cifar10/train.tfrecord with a
+Pre-trains each variant on the first N training images of ``--data`` (required: a directory of
+CIFAR-10 TFRecords, ``train.tfrecord`` and ``test.tfrecord`` in the format of
+acl_tf/data/sample/cifar10/README.md, or a TFDS name such as ``cifar10``, prepared locally) with a
 small-width ResNet-18, then measures weighted k-NN accuracy (k=200, T=0.1) of the frozen features
-on test.tfrecord, for each BN branch. Resumable: rerun the same command after an interruption.
+on the whole test split, for each BN branch. Resumable: rerun the same command after an
+interruption.
 
-    .venv/bin/python experiments/knn_check.py --train_limit=5000 --width=16 \
-        --epochs=s2s:15,ds:3,ds:6 --output=docs/knn_check
+    .venv/bin/python experiments/knn_check.py --data=/path/to/cifar10 --train_limit=5000 \
+        --width=16 --epochs=s2s:15,ds:3,ds:6 --output=docs/knn_check
 
 writes docs/knn_check.json and docs/knn_check.md.
 """
@@ -31,7 +34,10 @@ from acl_tf.tasks.pretrain import run_pretraining
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="../shared/data/cifar10")
+    parser.add_argument("--data", required=True,
+                        help="CIFAR-10: a directory of TFRecords (train.tfrecord, test.tfrecord; "
+                        "format: acl_tf/data/sample/cifar10/README.md) or a prepared "
+                        "TFDS name such as cifar10")
     parser.add_argument("--train_limit", type=int, default=5000)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--batch_size", type=int, default=256)

@@ -1,10 +1,12 @@
 """Pseudo-label accuracy with and without ACL pre-training (the diagnostic of paper Table 2).
 
 Runs steps ii and the pseudo-labelling of semi-supervised adversarial training
-(``acl_tf.tasks.semisup``) at a CPU scale: the first ``--train_limit`` images of
-../shared/data/cifar10/train.tfrecord (a class-balanced ``--val_size`` hold-out, then 1% and 10%
-of the rest labelled), a width-``--width`` ResNet-18, the teacher trained from either a DS
-pre-trained encoder (``normal`` BN) or random initialisation (vanilla UAT++). Reports the
+(``acl_tf.tasks.semisup``) at a CPU scale: the first ``--train_limit`` training images of
+``--data`` (required: a directory of CIFAR-10 TFRecords, ``train.tfrecord`` and ``test.tfrecord``
+in the format of acl_tf/data/sample/cifar10/README.md, or a TFDS name such as ``cifar10``,
+prepared locally; a class-balanced ``--val_size`` hold-out, then 1% and 10% of the rest
+labelled), a width-``--width`` ResNet-18, the teacher trained from either a DS pre-trained
+encoder (``normal`` BN) or random initialisation (vanilla UAT++). Reports the
 pseudo-label accuracy over all training images (the paper's figure: 86.73% with ACL against
 37.67% without, at 1% of the full CIFAR-10) and the teacher's clean accuracy on the whole test
 split. Without ``--pretrained`` a DS encoder is first pre-trained here for
@@ -12,8 +14,9 @@ split. Without ``--pretrained`` a DS encoder is first pre-trained here for
 Resumable: rerun the same command (finished runs are read back from
 ``RUN_DIR/pseudo_label_check_row.json``); ``--arms`` runs a subset.
 
-    .venv/bin/python experiments/pseudo_label_check.py --train_limit=5000 --width=16 \\
-        --pretrained=runs/knn_check/ds --teacher_epochs=40 --output=docs/pseudo_label_check
+    .venv/bin/python experiments/pseudo_label_check.py --data=/path/to/cifar10 \\
+        --train_limit=5000 --width=16 --pretrained=runs/knn_check/ds --teacher_epochs=40 \\
+        --output=docs/pseudo_label_check
 
 writes docs/pseudo_label_check.json and docs/pseudo_label_check.md.
 """
@@ -55,7 +58,10 @@ def pretrain_ds(args) -> Path:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="../shared/data/cifar10")
+    parser.add_argument("--data", required=True,
+                        help="CIFAR-10: a directory of TFRecords (train.tfrecord, test.tfrecord; "
+                        "format: acl_tf/data/sample/cifar10/README.md) or a prepared "
+                        "TFDS name such as cifar10")
     parser.add_argument("--train_limit", type=int, default=5000)
     parser.add_argument("--val_size", type=int, default=500)
     parser.add_argument("--width", type=int, default=16)
@@ -128,7 +134,7 @@ def main():
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["| labels | pre-training | labelled images | pseudo-label accuracy (all "
              f"{args.train_limit} training images) | on the unlabelled | teacher test accuracy "
-             "(10,000 images) | wall time (s) |", "|---|---|---|---|---|---|---|"]
+             "(whole test split) | wall time (s) |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {100 * r['label_fraction']:g}% | {r['pre-training']} | {r['num_labelled']} | "
               f"{100 * r['pseudo_label_accuracy']:.2f}% | "
               f"{100 * r['pseudo_label_accuracy_unlabelled']:.2f}% | "

@@ -1,10 +1,11 @@
 """Typed configuration of the TFX pipeline.
 
-A :class:`PipelineConfig` names, for every stage, a config of the library (a file under
-``configs/<kind>/`` or a path) plus ``field=value`` overrides, exactly as the library's command
-lines take them. Named pipeline configs are YAML files under ``configs/pipeline/``: ``smoke``
-(every component, semi-supervised mode) and ``smoke_finetune`` on the shipped sample in a few
-minutes; ``cifar10`` (fine-tuning) and ``cifar10_semisup`` (1% labels) with the paper's settings.
+A :class:`PipelineConfig` names, for every stage, a config of the library (a preset of
+``acl_tf/configs/presets/<kind>/`` or a path) plus ``field=value`` overrides, exactly as the
+library's command lines take them. Named pipeline configs are the presets under
+``acl_tf/configs/presets/pipeline/``: ``smoke`` (every component, semi-supervised mode) and
+``smoke_finetune`` on the shipped sample in a few minutes; ``cifar10`` (fine-tuning) and
+``cifar10_semisup`` (1% labels) with the paper's settings.
 
 :meth:`PipelineConfig.resolve` turns the references into the library's dataclasses
 (:class:`~acl_tf.configs.PretrainConfig`; :class:`~acl_tf.configs.FinetuneConfig` or, in
@@ -19,25 +20,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Union
 
+import acl_tf
 from acl_tf.configs import (
+    ConfigBase,
     ConfigError,
     EvaluateConfig,
     FinetuneConfig,
+    NonNegativeInt,
+    PositiveFloat,
     PretrainConfig,
     SemisupConfig,
     from_dict,
     load_config,
     to_dict,
 )
+from acl_tf.core.paths import SAMPLE_PREFIX, expand_sample
 
-__all__ = ["EXAMPLES_SOURCE", "MODES", "BlessingConfig", "PipelineConfig", "PipelineDataConfig",
-           "ResolvedStages", "StageRef", "config_from_json", "config_to_json",
-           "load_pipeline_config", "resolve_path"]
+__all__ = ["ACCELERATOR_TYPES", "EXAMPLES_SOURCE", "MODES", "RESOURCE_COMPONENTS", "BlessingConfig",
+           "ComputeResources", "PipelineConfig", "PipelineDataConfig", "ResolvedStages",
+           "ResourcesConfig", "StageRef", "config_from_json", "config_to_json",
+           "load_pipeline_config", "memory_gb", "resolve_path"]
 
 EXAMPLES_SOURCE = "<tfx Examples artifact>"
+PACKAGE_PARENT = Path(acl_tf.__file__).resolve().parents[1]
 MODES = ("finetune", "semisup")
 TRAIN_SPLIT = "train"
 TEST_SPLIT = "test"
@@ -47,18 +56,20 @@ TEST_SPLIT = "test"
 class PipelineDataConfig:
     """Where the images enter the pipeline.
 
-    By default two ``ImportExampleGen`` read the TFRecord files of ``tf.train.Example`` (features
-    ``image``, ``label``, optional ``id``; see :mod:`acl_tf.data`) matching ``train_pattern`` and
-    ``test_pattern`` under ``input_base`` (relative paths are relative to the project root; use
-    ``gs://...`` on Vertex AI). Train and test data enter separately so that a change of the
-    test set re-evaluates without re-training. With ``tfds_name`` set, a TFDS dataset is
-    materialised into the same format instead (``tfds_train_split`` / ``tfds_test_split``).
+    With ``input_base`` set, two ``ImportExampleGen`` read the TFRecord files of
+    ``tf.train.Example`` (features ``image``, ``label``, optional ``id``; see :mod:`acl_tf.data`)
+    matching ``train_pattern`` and ``test_pattern`` under it: ``sample:cifar10`` (the sample
+    shipped with acl-tf), ``gs://...`` on Vertex AI, or a path (relative paths are relative to
+    the project root, which is ``/app`` in the container image). Train and test data enter
+    separately so that a change of the test set re-evaluates without re-training. Otherwise the
+    TFDS dataset ``tfds_name`` (by default ``cifar10``, like the library's) is materialised into
+    the same format (``tfds_train_split`` / ``tfds_test_split``).
     """
 
-    input_base: str = "../shared/data/cifar10"
+    input_base: str = ""
     train_pattern: str = "train.tfrecord"
     test_pattern: str = "test.tfrecord"
-    tfds_name: Optional[str] = None
+    tfds_name: Optional[str] = "cifar10"
     tfds_data_dir: Optional[str] = None
     tfds_train_split: str = "train"
     tfds_test_split: str = "test"
@@ -66,6 +77,9 @@ class PipelineDataConfig:
     num_classes: int = 10
 
     def __post_init__(self):
+        if not self.input_base and not self.tfds_name:
+            raise ConfigError("data: the pipeline reads TFRecords under data.input_base or the "
+                              "TFDS dataset data.tfds_name (e.g. cifar10); set one of them.")
         if self.image_size < 1 or self.num_classes < 2:
             raise ConfigError(f"data.image_size must be >= 1 and data.num_classes >= 2, got "
                               f"{self.image_size}, {self.num_classes}.")
@@ -73,7 +87,8 @@ class PipelineDataConfig:
 
 @dataclasses.dataclass
 class StageRef:
-    """A library config: a name under ``configs/<kind>/`` (or a file path) plus overrides."""
+    """A library config: a preset name (``acl_tf/configs/presets/<kind>/``) or a file path, plus
+    overrides."""
 
     config: str = "default"
     overrides: tuple[str, ...] = ()
@@ -98,9 +113,120 @@ class BlessingConfig:
             raise ConfigError(f"blessing.threshold must be in [0, 1], got {self.threshold}.")
 
 
+# Accelerators a heavy component may request (``resources.accelerator_type``). Vertex AI Pipelines
+# runs each step as a CustomJob and takes the names of Vertex's ``AcceleratorType`` enum: the
+# NVIDIA GPUs that the image's CUDA 12.3 build of TensorFlow 2.16 runs on (K80 is Kepler, which
+# CUDA 12 dropped; Blackwell GPUs need a newer CUDA; TPUs need another image). Kubeflow Pipelines
+# 2.x uses the type as the Kubernetes resource name of the container's limit: ``nvidia.com/gpu``.
+VERTEX_ACCELERATORS = ("NVIDIA_TESLA_P4", "NVIDIA_TESLA_P100", "NVIDIA_TESLA_V100",
+                       "NVIDIA_TESLA_T4", "NVIDIA_L4", "NVIDIA_TESLA_A100", "NVIDIA_A100_80GB",
+                       "NVIDIA_H100_80GB", "NVIDIA_H100_MEGA_80GB", "NVIDIA_H200_141GB")
+KUBERNETES_ACCELERATORS = ("nvidia.com/gpu",)
+ACCELERATOR_TYPES = VERTEX_ACCELERATORS + KUBERNETES_ACCELERATORS
+# resources.<key> -> the component it sizes (the heavy ones; the example gens and the pusher run
+# on the engine's default machine).
+RESOURCE_COMPONENTS = {"pretrain": "Pretrain", "pseudo_label": "PseudoLabel",
+                       "adversarial_train": "AdversarialTrain", "evaluate": "RobustEvaluator"}
+_MEMORY_UNITS = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+                 "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(" + "|".join(_MEMORY_UNITS) + r")\s*$")
+
+
+def memory_gb(value) -> float:
+    """A memory size in GB (10**9 bytes, the unit of the KFP spec's ``memoryLimit``): a number is
+    GB already; a string is a number with a Kubernetes unit (``"16G"``, ``"15Gi"``, ``"512M"``)."""
+    if not isinstance(value, str):
+        return float(value)
+    match = _MEMORY.match(value)
+    if match is None:
+        raise ConfigError(f"memory_limit must be a number of GB or a size with a unit "
+                          f"({', '.join(_MEMORY_UNITS)}) such as '16G' or '15Gi', got {value!r}.")
+    return float(match.group(1)) * _MEMORY_UNITS[match.group(2)] / 1e9
+
+
+@dataclasses.dataclass
+class ComputeResources(ConfigBase):
+    """What one component's container asks the engine for; None: not asked (engine default).
+
+    ``accelerator_type``: one of :data:`ACCELERATOR_TYPES` (case-insensitive for the Vertex
+    names). ``accelerator_count``: how many (default 1 when a type is set; 0: none).
+    ``cpu_limit``: vCPUs. ``memory_limit``: GB, or a size with a unit (``"32G"``, ``"30Gi"``).
+    """
+
+    accelerator_type: Optional[str] = None
+    accelerator_count: Optional[NonNegativeInt] = None
+    cpu_limit: Optional[PositiveFloat] = None
+    memory_limit: Optional[Union[PositiveFloat, str]] = None
+
+    def validate(self) -> None:
+        if self.accelerator_type is not None:
+            name = self.accelerator_type.strip()
+            known = {n.lower(): n for n in ACCELERATOR_TYPES}
+            if name.lower() not in known:
+                raise ConfigError(
+                    f"accelerator_type {self.accelerator_type!r} is not an accelerator this "
+                    f"image can use; expected one of {VERTEX_ACCELERATORS} (Vertex AI) or "
+                    f"{KUBERNETES_ACCELERATORS[0]!r} (Kubeflow Pipelines), or null for none.")
+            object.__setattr__(self, "accelerator_type", known[name.lower()])
+        if self.memory_limit is not None and memory_gb(self.memory_limit) <= 0:
+            raise ConfigError(f"memory_limit must be > 0, got {self.memory_limit!r}.")
+
+    @property
+    def accelerators(self) -> int:
+        """The number of accelerators asked for (0 without a type)."""
+        if not self.accelerator_type:
+            return 0
+        return 1 if self.accelerator_count is None else self.accelerator_count
+
+    @property
+    def memory_limit_gb(self) -> Optional[float]:
+        return None if self.memory_limit is None else memory_gb(self.memory_limit)
+
+    def is_empty(self) -> bool:
+        return not self.accelerators and self.cpu_limit is None and self.memory_limit is None
+
+
+@dataclasses.dataclass
+class ResourcesConfig(ComputeResources):
+    """Compute resources of the heavy components on Vertex AI / Kubeflow Pipelines (the local
+    runner ignores them). The top-level fields apply to all four; a component's section
+    (``pretrain``, ``pseudo_label``, ``adversarial_train``, ``evaluate``) overrides the fields it
+    sets (null: inherit; ``accelerator_count: 0`` runs that component without accelerator).
+    Default: nothing asked, every component on the engine's default machine (no GPU).
+    """
+
+    pretrain: ComputeResources = dataclasses.field(default_factory=ComputeResources)
+    pseudo_label: ComputeResources = dataclasses.field(default_factory=ComputeResources)
+    adversarial_train: ComputeResources = dataclasses.field(default_factory=ComputeResources)
+    evaluate: ComputeResources = dataclasses.field(default_factory=ComputeResources)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.accelerator_count and not self.accelerator_type:
+            raise ConfigError(f"resources.accelerator_count is {self.accelerator_count} but "
+                              f"resources.accelerator_type is not set; name the accelerator "
+                              f"(e.g. NVIDIA_L4) or remove the count.")
+        for key in RESOURCE_COMPONENTS:
+            section = getattr(self, key)
+            if section.accelerator_count and not (section.accelerator_type
+                                                  or self.accelerator_type):
+                raise ConfigError(f"resources.{key}.accelerator_count is "
+                                  f"{section.accelerator_count} but no accelerator_type is set "
+                                  f"(in resources.{key} or resources); name the accelerator "
+                                  f"(e.g. NVIDIA_L4) or remove the count.")
+
+    def for_component(self, key: str) -> ComputeResources:
+        """The resources of ``key`` (a key of :data:`RESOURCE_COMPONENTS`): its section's fields,
+        the top-level ones where it sets none."""
+        section = getattr(self, key)
+        return ComputeResources(**{
+            f.name: getattr(section, f.name) if getattr(section, f.name) is not None
+            else getattr(self, f.name) for f in dataclasses.fields(ComputeResources)})
+
+
 @dataclasses.dataclass
 class PipelineConfig:
-    """The whole pipeline: data, the four stages, blessing and serving.
+    """The whole pipeline: data, the four stages, blessing, serving and compute resources.
 
     ``mode``: ``finetune`` (adversarial fine-tuning of the pre-trained encoder, reference
     section 2) or ``semisup`` (pseudo-labels, then an adversarially trained student, section 4).
@@ -116,6 +242,7 @@ class PipelineConfig:
     evaluate: StageRef = dataclasses.field(default_factory=lambda: StageRef("default"))
     blessing: BlessingConfig = dataclasses.field(default_factory=BlessingConfig)
     serving_model_name: str = "acl_classifier"
+    resources: ResourcesConfig = dataclasses.field(default_factory=ResourcesConfig)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -197,7 +324,7 @@ def config_from_json(cls, text: str):
 
 
 def load_pipeline_config(name_or_path: str, overrides: Iterable[str] = ()) -> PipelineConfig:
-    """``configs/pipeline/NAME.yaml`` (or a YAML/JSON path) with ``field.sub=value`` overrides.
+    """A pipeline preset (``acl_tf/configs/presets/pipeline/NAME.yaml``) or a YAML/JSON path, with ``field.sub=value`` overrides.
 
     List-valued fields such as ``pretrain.overrides`` take a YAML list:
     ``--set='pretrain.overrides=[epochs=2, batch_size=32]'``.
@@ -206,8 +333,11 @@ def load_pipeline_config(name_or_path: str, overrides: Iterable[str] = ()) -> Pi
 
 
 def resolve_path(path: str, project_root: Path) -> str:
-    """``path`` as an absolute path (relative ones against ``project_root``); URIs unchanged."""
+    """``path`` as an absolute path (relative ones against ``project_root``); URIs unchanged;
+    ``sample:NAME`` is the shipped sample inside the project at ``project_root``."""
     if "://" in path:
         return path
+    if path.startswith(SAMPLE_PREFIX):
+        return str(Path(project_root) / Path(expand_sample(path)).relative_to(PACKAGE_PARENT))
     p = Path(path).expanduser()
     return str(p if p.is_absolute() else (Path(project_root) / p).resolve())

@@ -55,7 +55,7 @@ def _import_example_gen(input_base: str, pattern: str, split: str):
 def example_gens(config: PipelineConfig, project_root: Path):
     """(train, test) example-gen components."""
     data = config.data
-    if data.tfds_name:
+    if data.tfds_name and not data.input_base:
         common = dict(dataset=data.tfds_name, image_size=data.image_size,
                       num_classes=data.num_classes,
                       data_dir=resolve_path(data.tfds_data_dir, project_root)
