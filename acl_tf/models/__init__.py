@@ -9,7 +9,13 @@ from acl_tf.models.dual_bn import (
     set_synchronized_bn,
 )
 from acl_tf.models.heads import ProjectionHead
-from acl_tf.models.resnet import ChannelNormalization, ResNet18, WideResNet
+from acl_tf.models.init import KaimingNormalFanOut, TorchLinearBias, TorchLinearKernel
+from acl_tf.models.resnet import (
+    LAYOUT_VERSION,
+    ChannelNormalization,
+    ResNet18,
+    WideResNet,
+)
 
 
 def build_encoder(arch: str = "resnet18", width: int = 64, dual_bn: bool = True,
@@ -31,4 +37,5 @@ def build_encoder(arch: str = "resnet18", width: int = 64, dual_bn: bool = True,
 
 
 __all__ = ["ARCHITECTURES", "BRANCHES", "ChannelNormalization", "Classifier", "check_branch", "DualBatchNormalization",
-           "ProjectionHead", "ResNet18", "WideResNet", "build_encoder", "set_synchronized_bn"]
+           "KaimingNormalFanOut", "LAYOUT_VERSION", "ProjectionHead", "ResNet18", "TorchLinearBias",
+           "TorchLinearKernel", "WideResNet", "build_encoder", "set_synchronized_bn"]

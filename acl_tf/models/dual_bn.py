@@ -4,6 +4,13 @@ ACL (and AdvProp before it) keeps two sets of BN parameters and moving statistic
 every convolution weight: a call argument ``branch`` picks ``"normal"`` (clean stream) or
 ``"adv"`` (adversarial stream). With ``dual=False`` the layer is an ordinary BN and ``branch`` is
 ignored, which is what the single-BN variants (S2S, A2A) and the Table 4 ablation use.
+
+The defaults are PyTorch's ``nn.BatchNorm1d/2d`` ones, which the reference ACL code keeps:
+momentum 0.1 in PyTorch's convention (``momentum=0.9`` here, the weight of the old moving
+value), epsilon 1e-5 (Keras' own default is 1e-3), gamma 1 and beta 0, moving mean 0 and moving
+variance 1. One difference remains in training: PyTorch averages the unbiased (n - 1) batch
+variance into its running variance, Keras (and :func:`fused_batch_norm`) the biased one it
+normalises with: a relative difference in each update of about 1/n (n = batch x height x width).
 """
 
 from __future__ import annotations

@@ -1,4 +1,12 @@
-"""The SimCLR/ACL projection head with dual BN (dropped after pre-training)."""
+"""The SimCLR/ACL projection head with dual BN (dropped after pre-training).
+
+Initialised as the reference PyTorch head, whose layers are ``nn.Linear`` with PyTorch's default
+initialisation: kernels U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+(:class:`~acl_tf.models.init.TorchLinearKernel`), the first layer's bias from the same range
+(:class:`~acl_tf.models.init.TorchLinearBias`, with that layer's fan_in, set when the head is
+built), and BN with PyTorch's momentum and epsilon (:mod:`acl_tf.models.dual_bn`). The
+initialisers are not part of the config: they only decide a new head's first values.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import keras
 from keras import ops
 
 from acl_tf.models.dual_bn import DualBatchNormalization
+from acl_tf.models.init import TorchLinearBias, TorchLinearKernel
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")
@@ -31,7 +40,8 @@ class ProjectionHead(keras.layers.Layer):
         self.hidden_dim, self.output_dim = hidden_dim, output_dim
         self.num_layers, self.dual_bn = num_layers, dual_bn
         dims = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.dense = [keras.layers.Dense(d, use_bias=(i == 0), name=f"dense{i + 1}")
+        self.dense = [keras.layers.Dense(d, use_bias=(i == 0), name=f"dense{i + 1}",
+                                         kernel_initializer=TorchLinearKernel())
                       for i, d in enumerate(dims)]
         self.bns = [DualBatchNormalization(dual=dual_bn, name=f"bn{i + 1}")
                     for i in range(num_layers)]
@@ -39,6 +49,8 @@ class ProjectionHead(keras.layers.Layer):
     def build(self, input_shape):
         shape = tuple(input_shape)
         for dense, bn in zip(self.dense, self.bns):
+            if dense.use_bias:  # nn.Linear's bias range depends on the layer's input size
+                dense.bias_initializer = TorchLinearBias(fan_in=shape[-1])
             dense.build(shape)
             shape = shape[:-1] + (dense.units,)
             bn.build(shape)
