@@ -324,7 +324,8 @@ def config_from_json(cls, text: str):
 
 
 def load_pipeline_config(name_or_path: str, overrides: Iterable[str] = ()) -> PipelineConfig:
-    """A pipeline preset (``acl_tf/configs/presets/pipeline/NAME.yaml``) or a YAML/JSON path, with ``field.sub=value`` overrides.
+    """A pipeline preset (``acl_tf/configs/presets/pipeline/NAME.yaml``) or a YAML/JSON path,
+    with ``field.sub=value`` overrides.
 
     List-valued fields such as ``pretrain.overrides`` take a YAML list:
     ``--set='pretrain.overrides=[epochs=2, batch_size=32]'``.

@@ -109,7 +109,8 @@ def define_flags() -> None:
     """The command line's flags (defined only when this module is the program, so that tests
     and other programs can import :func:`build` and :func:`run` without flag clashes)."""
     flags.DEFINE_string("config", "smoke",
-                        "Pipeline preset name (acl_tf/configs/presets/pipeline/) or a YAML/JSON path.")
+                        "Pipeline preset name (acl_tf/configs/presets/pipeline/) or a "
+                        "YAML/JSON path.")
     flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable), e.g. "
                               "--set=blessing.threshold=0.4 or "
                               "--set='pretrain.overrides=[epochs=2]'.")

@@ -115,7 +115,8 @@ def main(argv):
 def define_flags() -> None:
     """The command line's flags (defined only when this module is the program)."""
     flags.DEFINE_string("config", "cifar10",
-                        "Pipeline preset name (acl_tf/configs/presets/pipeline/) or a YAML/JSON path.")
+                        "Pipeline preset name (acl_tf/configs/presets/pipeline/) or a "
+                        "YAML/JSON path.")
     flags.DEFINE_multi_string("set", [], "Config override field.sub=value (repeatable).")
     flags.DEFINE_string("image", None, "Container image every component runs in.")
     flags.DEFINE_string("output", "pipeline.json", "Where to write the compiled pipeline spec.")

@@ -27,7 +27,7 @@ TINY_SEMISUP = ["data.limit=40", "val_size=10", "label_fraction=null", "labels_p
                 "teacher.epochs=1", "teacher.batch_size=16", "student.epochs=1",
                 "student.batch_size=16", "student.attack.steps=1", "eval_attack.steps=1",
                 "eval_batch_size=64"]
-TINY_EVALUATE = ["data.limit=16", "attacks=[clean, pgd2]", "eps_sweep_255=[]",
+TINY_EVALUATE = ["data.limit=16", "attacks=[clean, pgd2]", "eps_sweep=[]",
                  "guards.enabled=false"]
 
 

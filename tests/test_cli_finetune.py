@@ -34,7 +34,7 @@ def run_cli(module, *args, timeout=300):
 @pytest.mark.e2e
 def test_cli_aff_smoke_on_pretrained_encoder(pretrained_dir, tmp_path):
     out = tmp_path / "aff"
-    result = run_cli("acl_tf.finetune", "--config=smoke", f"--pretrained={pretrained_dir}",
+    result = run_cli("acl_tf.finetune", "--config=smoke", f"--model={pretrained_dir}",
                      "--mode=aff", "--bn=adv", f"--model_dir={out}",
                      *[f"--set={s}" for s in TINY])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -61,7 +61,7 @@ def test_cli_aff_smoke_on_pretrained_encoder(pretrained_dir, tmp_path):
 def test_cli_reports_bad_input(tmp_path):
     result = run_cli("acl_tf.finetune", "--config=smoke", "--mode=full",
                      f"--model_dir={tmp_path / 'x'}")
-    assert result.returncode == 2 and "Unknown fine-tuning mode 'full'" in result.stderr
-    result = run_cli("acl_tf.linear_eval", "--config=smoke", f"--pretrained={tmp_path}/none",
+    assert result.returncode == 2 and "value should be one of <aff|alf|slf>" in result.stderr
+    result = run_cli("acl_tf.linear_eval", "--config=smoke", f"--model={tmp_path}/none",
                      f"--model_dir={tmp_path / 'y'}")
     assert result.returncode == 2 and "does not exist" in result.stderr

@@ -47,7 +47,7 @@ def test_cli_steps_one_by_one_on_the_sample(encoder_dir, tmp_path):
     out, encoder = tmp_path / "semi", tmp_path / "encoder"
     shutil.copytree(encoder_dir, encoder)
     common = [f"--model_dir={out}", *[f"--set={s}" for s in TINY]]
-    result = run_cli("--config=smoke", f"--pretrained={encoder}", "--step=teacher", *common)
+    result = run_cli("--config=smoke", f"--model={encoder}", "--step=teacher", *common)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "teacher" / "best.keras").exists() and "teacher test accuracy" in result.stdout
     # Later steps read the saved config (no --config), as the README's commands do; labelling

@@ -20,7 +20,7 @@ def run_cli(*args):
 @pytest.mark.slow
 def test_smoke_study_runs_reports_and_resumes(tmp_path):
     runs, report_dir = tmp_path / "runs", tmp_path / "report"
-    proc = run_cli("--config=smoke", f"--study_dir={runs}", f"--report_dir={report_dir}")
+    proc = run_cli("--config=smoke", f"--model_dir={runs}", f"--report_dir={report_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     stages = study.plan(load_config(StudyConfig, "study", "smoke"))
     for stage in stages:
@@ -43,7 +43,7 @@ def test_smoke_study_runs_reports_and_resumes(tmp_path):
     # from its checkpoint, so nothing is trained twice).
     (runs / "aff" / "ds_single" / study.STAGE_FILE).unlink()
     before = (runs / "pretrain" / "ds" / "encoder.keras").stat().st_mtime
-    proc = run_cli("--config=smoke", f"--study_dir={runs}", f"--report_dir={report_dir}")
+    proc = run_cli("--config=smoke", f"--model_dir={runs}", f"--report_dir={report_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("finished earlier, skipped") == len(stages) - 1
     assert "aff/ds_single: running" in proc.stderr
@@ -56,5 +56,5 @@ def test_smoke_study_runs_reports_and_resumes(tmp_path):
 
 
 def test_cli_names_an_unknown_config():
-    proc = run_cli("--config=nope", "--study_dir=/tmp/unused_study")
+    proc = run_cli("--config=nope", "--model_dir=/tmp/unused_study")
     assert proc.returncode == 2 and "Unknown study config 'nope'" in proc.stderr

@@ -165,3 +165,28 @@ def test_from_dict_paths_merging_and_cross_field_rules():
         from_dict(Outer, {"inner": {"hue": 1}})
     with pytest.raises(ConfigError, match="inner must be a mapping, got 3"):
         from_dict(Outer, {"inner": 3})
+
+
+def test_float_fields_read_ratios_such_as_8_255():
+    from acl_tf.configs.fields import parse_float
+
+    for text, value in [("8/255", 8 / 255), ("8 / 255", 8 / 255), (" 0.031 ", 0.031),
+                        ("1e-3/2", 5e-4), ("-1/4", -0.25)]:
+        assert parse_float(text) == value, text
+        assert coerce(text, float, "x") == value, text
+    assert coerce("8/255", Annotated[float, Range(0, 1)], "attack.epsilon") == 8 / 255
+    assert coerce(["0", "2/255"], tuple[float, ...], "sweep") == (0.0, 2 / 255)
+    for bad in ("8/0", "8/255/2", "a/b", "/255", "8/"):
+        with pytest.raises(ValueError):
+            parse_float(bad)
+        with pytest.raises(ConfigError, match="x must be a number"):
+            coerce(bad, float, "x")
+    with pytest.raises(ConfigError, match="must be in"):
+        coerce("300/255", Annotated[float, Range(0, 1)], "attack.epsilon")
+    # Ratios are for float fields only: an int field is no place for 8/255 (nor for 8/2), and a
+    # config built in Python takes numbers, not text.
+    with pytest.raises(ConfigError, match="steps must be an integer"):
+        coerce("8/2", int, "steps")
+    with pytest.raises(ConfigError, match="must be a number, got '8/255'"):
+        check_value("8/255", float, "epsilon")
+    assert coerce("runs/ds", Optional[str], "pretrained") == "runs/ds"   # strings stay strings

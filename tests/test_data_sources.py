@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import CIFAR10_DIR
 
 from acl_tf import data as D
 from acl_tf.data import DataError
-from conftest import CIFAR10_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "acl_tf" / "data" / "sample" / "cifar10"

@@ -40,7 +40,7 @@ def test_run_evaluation_runs_sweep_and_checks_only_for_robust_attacks():
 
     config = load_config(EvaluateConfig, "evaluate", "smoke",
                          ["attacks=[clean, pgd8]", "attack.step_size=0.0078431373",
-                          "eps_sweep_255=[0, 8]", "guards.steps=[4]"])
+                          "eps_sweep=[0, 8/255]", "guards.steps=[4]"])
     report = run_evaluation(model, x, y, config)
     assert report["accuracies"]["pgd8"] == pytest.approx(np.mean(margin > budget))
     # The sweep gains the large-epsilon point of the checks (64/255 breaks every example).

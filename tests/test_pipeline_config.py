@@ -30,7 +30,7 @@ def test_smoke_config_is_tiny():
     stages = pconfig.load_pipeline_config("smoke").resolve()
     assert stages.pretrain.epochs == 1 and stages.pretrain.model.width <= 8
     assert stages.semisup.student.epochs == 1 and stages.semisup.teacher.epochs == 1
-    assert stages.evaluate.data.limit <= 64 and not stages.evaluate.eps_sweep_255
+    assert stages.evaluate.data.limit <= 64 and not stages.evaluate.eps_sweep
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -270,9 +270,15 @@ def test_stub_limit_must_be_a_positive_integer(tmp_path, limit):
         StubServer(("127.0.0.1", 0), tmp_path, max_request_bytes=limit)
 
 
+def test_cli_default_request_limit_is_the_stubs():
+    from acl_tf.cli import serving_stub as cli   # (the command line repeats it: no TF in --help)
+
+    assert cli.DEFAULT_MAX_REQUEST_BYTES == DEFAULT_MAX_REQUEST_BYTES
+
+
 def test_serving_stub_cli_applies_max_request_bytes(exported, project_root):
     _, path = exported
-    cmd = [sys.executable, "-m", "acl_tf.serving_stub", f"--saved_model={path}", "--port=0",
+    cmd = [sys.executable, "-m", "acl_tf.serving_stub", f"--model={path}", "--port=0",
            "--max_request_bytes=70000"]
     proc = subprocess.Popen(cmd, cwd=project_root, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,

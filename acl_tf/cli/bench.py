@@ -1,13 +1,15 @@
-"""Throughput benchmark command line (see :mod:`acl_tf.tasks.bench`).
+"""Throughput benchmark of the pre-training steps (see :mod:`acl_tf.tasks.bench`) into a report
+(``--output``).
 
-    python -m acl_tf.bench --variants=s2s,a2a,a2s,ds --batch_size=64 --width=64 \\
+    acl-tf bench --variants=s2s,a2a,a2s,ds --batch_size=64 --width=64 \\
         --output=benchmarks/results_cpu.json --markdown=benchmarks/results_cpu.md
-    python -m acl_tf.bench --quick --output=/tmp/bench.json          # < 1 min on 2 CPU cores
-                                                    # (rough figures: 2 variants at a time)
-    python -m acl_tf.bench --from_json=benchmarks/results_cpu.json --markdown=-   # re-render
+    acl-tf bench --quick --output=/tmp/bench.json          # < 1 min on 2 CPU cores
+                                          # (rough figures: 2 variants at a time)
+    acl-tf bench --from_json=benchmarks/results_cpu.json --markdown=-   # re-render
 
-``--config`` names a file in ``configs/bench/`` (default ``cpu_resnet18``; ``--quick`` is
-``--config=quick``); the flags below override its fields when given. Every variant runs in a
+(``python -m acl_tf.bench`` runs the same.) ``--config`` is a preset name (see
+``acl_tf/configs/presets/bench/``; default ``cpu_resnet18``, ``--quick`` is ``--config=quick``)
+or a YAML/JSON path; the flags below override its fields when given. Every variant runs in a
 fresh process; the JSON holds the settings, the machine, per-variant figures,
 ``ds_over_s2s_time_ratio`` and the input pipeline's figures.
 """
@@ -19,21 +21,21 @@ import sys
 
 from absl import flags
 
-from acl_tf.cli.common import run
+from acl_tf.cli.common import config_help, define_enum, define_enum_list, run
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_string("config", None, "Bench config name under configs/bench/ or a path "
-                        "(default cpu_resnet18, or quick with --quick).")
+    from acl_tf.configs import BENCH_PRECISIONS, VARIANTS
+
+    flags.DEFINE_string("config", None, config_help("bench") + " Default: cpu_resnet18, or "
+                        "quick with --quick.")
     flags.DEFINE_bool("quick", False, "Tiny model and few steps: checks the benchmark runs.")
-    flags.DEFINE_list("variants", None, "Variants to time, e.g. s2s,a2a,a2s,ds.")
+    define_enum_list("variants", None, VARIANTS, "Variants to time, e.g. s2s,a2a,a2s,ds.")
     flags.DEFINE_integer("batch_size", None, "Source images per step (2 views each).")
     flags.DEFINE_integer("width", None, "ResNet-18 first-stage width.")
-    from acl_tf.configs import BENCH_PRECISIONS
-
-    flags.DEFINE_enum("precision", None, list(BENCH_PRECISIONS), "Keras dtype policy.")
+    define_enum("precision", None, BENCH_PRECISIONS, "Keras dtype policy.")
     flags.DEFINE_bool("jit_compile", None, "Compile the step with XLA.")
     flags.DEFINE_integer("steps", None, "Timed steps (the median is reported).")
     flags.DEFINE_integer("warmup_steps", None, "Untimed steps after the first (tracing) call.")
@@ -47,7 +49,7 @@ def define_flags():
     flags.DEFINE_integer("parallel", None, "Variants measured at once (>1 only to check "
                          "quickly that everything runs: the processes compete for the cores).")
     flags.DEFINE_multi_string("set", [], "Bench config override field=value (repeatable).")
-    flags.DEFINE_string("output", None, "Write the results as JSON here.")
+    flags.DEFINE_string("output", None, "The report this command writes: the results as JSON.")
     flags.DEFINE_string("markdown", None, "Write the Markdown tables here ('-': stdout).")
     flags.DEFINE_string("from_json", None, "Render an earlier --output instead of measuring.")
 

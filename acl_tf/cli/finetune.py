@@ -1,15 +1,18 @@
-"""Supervised fine-tuning command line (AFF / ALF / SLF).
+"""Supervised fine-tuning (AFF / ALF / SLF) of a pre-trained encoder (``--model``) into a run
+directory (``--model_dir``).
 
-    python -m acl_tf.finetune --config=cifar10_paper --pretrained=runs/ds --mode=aff --bn=adv \\
+    acl-tf finetune --config=cifar10_paper --model=runs/ds --mode=aff --bn=adv \\
         --model_dir=runs/ds_aff
-    python -m acl_tf.finetune --config=smoke --mode=aff --model_dir=/tmp/ri_aff   # random init
-    python -m acl_tf.finetune --model_dir=runs/ds_aff --resume                    # after a crash
+    acl-tf finetune --config=smoke --mode=aff --model_dir=/tmp/ri_aff   # random init
+    acl-tf finetune --model_dir=runs/ds_aff --resume                    # after a crash
 
-``--config`` names a file in ``configs/finetune/`` (or is a path to a YAML/JSON file); every field
-can be overridden with ``--set=field.subfield=value`` (repeatable). ``--pretrained`` is the
+(``python -m acl_tf.finetune`` runs the same.) ``--config`` is a preset name (see
+``acl_tf/configs/presets/finetune/``) or a YAML/JSON path; every field can be overridden with
+``--set=field.subfield=value`` (repeatable; ``--set=attack.epsilon=8/255``). ``--model`` is the
 ``--model_dir`` of a pre-training run (its ``encoder.keras`` is loaded; the projection head is
-dropped); without it the encoder is randomly initialised. The encoder's architecture and width
-come from the saved encoder. On ``--resume`` the run's own ``config.json`` is the starting point.
+dropped) or an encoder ``.keras`` file; without it the encoder is randomly initialised. The
+encoder's architecture and width come from the saved encoder. On ``--resume`` the run's own
+``config.json`` is the starting point. ``--pretrained`` is the deprecated name of ``--model``.
 
 ``--strategy`` picks the ``tf.distribute`` strategy (``default``, ``mirrored``, ``multi_worker``
 with the cluster in ``TF_CONFIG``, or ``tpu`` with ``--tpu=ADDRESS``); ``batch_size`` stays the
@@ -24,7 +27,13 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from acl_tf.cli.common import define_run_flags, define_strategy_flags, run
+from acl_tf.cli.common import (
+    define_alias,
+    define_enum,
+    define_run_flags,
+    define_strategy_flags,
+    run,
+)
 from acl_tf.core import run_dir
 
 FLAGS = flags.FLAGS
@@ -34,12 +43,16 @@ def define_flags():
     define_run_flags("finetune", "cifar10_paper", "config, checkpoints, logs, best.keras, "
                      "last.keras, metrics.json, saved_model/")
     define_strategy_flags()
-    flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras "
-                        "(or a .keras encoder file). Omit for a randomly initialised encoder.")
-    flags.DEFINE_string("mode", None, "aff (TRADES, everything trained), alf (adversarial linear) "
-                        "or slf (standard linear); default: the config's.")
-    flags.DEFINE_string("bn", None, "BN branch of the dual-BN encoder: adv or normal "
-                        "(default: the config's).")
+    from acl_tf.configs import BRANCHES, FINETUNE_MODES
+
+    flags.DEFINE_string("model", None, "The pre-trained encoder this command reads: a "
+                        "pre-training run directory holding encoder.keras, or a .keras encoder "
+                        "file. Omit for a randomly initialised encoder.")
+    define_alias("pretrained", "model")
+    define_enum("mode", None, FINETUNE_MODES, "aff (TRADES, everything trained), alf "
+                "(adversarial linear) or slf (standard linear); default: the config's.")
+    define_enum("bn", None, BRANCHES, "BN branch of the dual-BN encoder (default: the "
+                "config's).")
 
 
 def resolve_config(config_name, overrides, mode, bn, pretrained, model_dir, resume,
@@ -66,7 +79,7 @@ def main(argv):
 
     # First: multi-worker and TPU strategies must exist before TensorFlow runs any op.
     strategy = make_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu)
-    config = resolve_config(FLAGS.config, FLAGS.set, FLAGS.mode, FLAGS.bn, FLAGS.pretrained,
+    config = resolve_config(FLAGS.config, FLAGS.set, FLAGS.mode, FLAGS.bn, FLAGS.model,
                             FLAGS.model_dir, FLAGS.resume, sync_bn=FLAGS.sync_bn)
     _, metrics = run_finetuning(config, FLAGS.model_dir, resume=FLAGS.resume,
                                 strategy=strategy)

@@ -1,9 +1,15 @@
-"""Linear separability command line (paper Table 5): SLF and ALF with each BN branch.
+"""Linear separability (paper Table 5): SLF and ALF with each BN branch on the frozen encoder
+``--model``, into ``--model_dir``.
 
-    python -m acl_tf.linear_eval --pretrained=runs/ds --config=cifar10_paper --model_dir=runs/ds_linear
-    python -m acl_tf.linear_eval --pretrained=runs/smoke_ds --config=smoke --model_dir=/tmp/linear
+    acl-tf linear_eval --model=runs/ds --config=cifar10_paper --model_dir=runs/ds_linear
+    acl-tf linear_eval --model=runs/smoke_ds --config=smoke --model_dir=/tmp/linear
 
-Runs four fine-tuning runs on the frozen encoder (``OUT/slf_adv``, ``OUT/slf_normal``,
+(``python -m acl_tf.linear_eval`` runs the same.) ``--config`` is a fine-tuning preset name (see
+``acl_tf/configs/presets/finetune/``) or a YAML/JSON path. ``--pretrained`` is the deprecated
+name of ``--model``.
+
+Runs four fine-tuning runs on the frozen encoder (OUT = ``--model_dir``: ``OUT/slf_adv``,
+``OUT/slf_normal``,
 ``OUT/alf_adv``, ``OUT/alf_normal``) and writes ``OUT/linear_separability.json`` and
 ``OUT/linear_separability.md`` with the test TA and RA (PGD-20) of each run's best model.
 ``--set`` overrides apply to every run (``mode`` and ``bn`` are set per run).
@@ -15,7 +21,7 @@ from pathlib import Path
 
 from absl import flags
 
-from acl_tf.cli.common import define_run_flags, run
+from acl_tf.cli.common import define_alias, define_run_flags, mark_required, run
 from acl_tf.core import run_dir
 
 FLAGS = flags.FLAGS
@@ -24,8 +30,11 @@ FLAGS = flags.FLAGS
 def define_flags():
     define_run_flags("finetune", "cifar10_paper", "one sub-directory per protocol, "
                      "linear_separability.json/.md; --resume reuses finished runs")
-    flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras.")
-    flags.mark_flag_as_required("pretrained")
+    flags.DEFINE_string("model", None, "The pre-trained encoder this command reads: a "
+                        "pre-training run directory holding encoder.keras (or a .keras encoder "
+                        "file). Required.")
+    define_alias("pretrained", "model")
+    mark_required("model")
 
 
 def main(argv):
@@ -34,7 +43,7 @@ def main(argv):
     from acl_tf.tasks.linear_eval import run_linear_separability
 
     config = load_config(FinetuneConfig, "finetune", FLAGS.config, FLAGS.set)
-    run_linear_separability(config, FLAGS.model_dir, pretrained=FLAGS.pretrained,
+    run_linear_separability(config, FLAGS.model_dir, pretrained=FLAGS.model,
                             resume=FLAGS.resume)
     table = Path(FLAGS.model_dir) / run_dir.LINEAR_TABLE
     print(table.read_text())

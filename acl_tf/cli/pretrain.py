@@ -1,14 +1,16 @@
-"""ACL pre-training command line.
+"""ACL pre-training: writes a run directory (``--model_dir``) whose encoder the other commands
+read as ``--model``.
 
-    python -m acl_tf.pretrain --variant=ds --config=smoke --model_dir=runs/smoke_ds
-    python -m acl_tf.pretrain --config=cifar10_resnet18 --model_dir=runs/ds --set=epochs=200
-    python -m acl_tf.pretrain --model_dir=runs/ds --resume      # continue after a crash
-    python -m acl_tf.pretrain --config=cifar10_resnet18 --model_dir=runs/ds \
-        --strategy=mirrored --sync_bn                              # all GPUs of this machine
+    acl-tf pretrain --variant=ds --config=smoke --model_dir=runs/smoke_ds
+    acl-tf pretrain --config=cifar10_resnet18 --model_dir=runs/ds --set=epochs=200
+    acl-tf pretrain --model_dir=runs/ds --resume                 # continue after a crash
+    acl-tf pretrain --config=cifar10_resnet18 --model_dir=runs/ds \\
+        --strategy=mirrored --sync_bn                           # all GPUs of this machine
 
-``--config`` names a file in ``configs/pretrain/`` (or is a path to a YAML/JSON file); every field
-can be overridden with ``--set=field.subfield=value`` (repeatable). On ``--resume`` the run's own
-``config.json`` is the starting point.
+(``python -m acl_tf.pretrain`` runs the same.) ``--config`` is a preset name (see
+``acl_tf/configs/presets/pretrain/``) or a YAML/JSON path; every field can be overridden with
+``--set=field.subfield=value`` (repeatable; ``--set=attack.epsilon=8/255``). On ``--resume`` the
+run's own ``config.json`` is the starting point.
 
 ``--strategy`` picks the ``tf.distribute`` strategy (``default``, ``mirrored``, ``multi_worker``
 with the cluster in ``TF_CONFIG``, or ``tpu`` with ``--tpu=ADDRESS``); ``batch_size`` stays the
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from acl_tf.cli.common import define_run_flags, define_strategy_flags, run
+from acl_tf.cli.common import define_enum, define_run_flags, define_strategy_flags, run
 from acl_tf.core import run_dir
 
 FLAGS = flags.FLAGS
@@ -31,7 +33,9 @@ FLAGS = flags.FLAGS
 def define_flags():
     define_run_flags("pretrain", "cifar10_resnet18", "config, checkpoints, logs, encoder")
     define_strategy_flags()
-    flags.DEFINE_string("variant", None, "ACL variant: s2s, a2a, a2s or ds (default: the config's).")
+    from acl_tf.configs import VARIANTS
+
+    define_enum("variant", None, VARIANTS, "ACL variant (default: the config's).")
 
 
 def resolve_config(config_name, overrides, variant, model_dir, resume, sync_bn=None):
@@ -47,13 +51,14 @@ def resolve_config(config_name, overrides, variant, model_dir, resume, sync_bn=N
 
 def main(argv):
     del argv
+    # The config first: it needs no TensorFlow, so a bad one is reported at once.
+    config = resolve_config(FLAGS.config, FLAGS.set, FLAGS.variant, FLAGS.model_dir,
+                            FLAGS.resume, sync_bn=FLAGS.sync_bn)
     from acl_tf.distribute import is_chief, make_strategy
     from acl_tf.tasks.pretrain import run_pretraining
 
-    # First: multi-worker and TPU strategies must exist before TensorFlow runs any op.
+    # Then: multi-worker and TPU strategies must exist before TensorFlow runs any op.
     strategy = make_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu)
-    config = resolve_config(FLAGS.config, FLAGS.set, FLAGS.variant, FLAGS.model_dir,
-                            FLAGS.resume, sync_bn=FLAGS.sync_bn)
     run_pretraining(config, FLAGS.model_dir, resume=FLAGS.resume, strategy=strategy)
     if is_chief(strategy):
         logging.info("done: encoder written to %s", Path(FLAGS.model_dir) / run_dir.ENCODER)

@@ -1,22 +1,27 @@
 """Semi-supervised adversarial training from few labels (reference section 4, paper Table 2).
 
-    python -m acl_tf.semisup --config=cifar10_paper --pretrained=runs/ds --label_fraction=0.01 \\
+    acl-tf semisup --config=cifar10_paper --model=runs/ds --label_fraction=0.01 \\
         --model_dir=runs/ds_semi_1pct                        # teacher, pseudo-labels, student
-    python -m acl_tf.semisup --config=cifar10_paper --label_fraction=0.01 \\
+    acl-tf semisup --config=cifar10_paper --label_fraction=0.01 \\
         --model_dir=runs/uat_1pct                            # no pre-training: vanilla UAT++
-    python -m acl_tf.semisup --model_dir=runs/ds_semi_1pct --step=student   # one step alone
-    python -m acl_tf.semisup --model_dir=runs/ds_semi_1pct --resume         # after a crash
+    acl-tf semisup --model_dir=runs/ds_semi_1pct --step=student   # one step alone
+    acl-tf semisup --model_dir=runs/ds_semi_1pct --resume         # after a crash
+
+(``python -m acl_tf.semisup`` runs the same.) ``--model`` is the pre-trained encoder (a
+pre-training run directory or an encoder ``.keras`` file; ``--pretrained`` is its deprecated
+name), ``--model_dir`` the run directory written (OUT below).
 
 ``--step``: ``all`` (default), ``teacher`` (step ii: standard training on the labelled subset,
 ``normal`` BN), ``pseudo_label`` (soft labels of every training image -> ``OUT/pseudo_labels.npz``,
 and their accuracy) or ``student`` (step iii: adversarial training on all images, ``adv`` BN;
 exported to ``OUT/student/saved_model/``). A step run alone reads the previous step's output in
 ``--model_dir`` (or ``--teacher`` / ``--pseudo_labels``) and, unless ``--config`` is given, the
-config saved there. ``--config`` names a file in ``configs/semisup/`` (or a YAML/JSON path);
-``--set=field.sub=value`` overrides any field. ``OUT/metrics.json`` collects the figures.
+config saved there. ``--config`` is a preset name (see ``acl_tf/configs/presets/semisup/``) or a
+YAML/JSON path; ``--set=field.sub=value`` overrides any field. ``OUT/metrics.json`` collects the
+figures.
 
 ``--strategy`` (``default``, ``mirrored``, ``multi_worker`` with the cluster in ``TF_CONFIG``,
-``tpu`` with ``--tpu=ADDRESS``) and ``--sync_bn`` work as for ``acl_tf.finetune``: the teacher's
+``tpu`` with ``--tpu=ADDRESS``) and ``--sync_bn`` work as for ``acl-tf finetune``: the teacher's
 and the student's batch sizes are global batches split over the replicas. See
 docs/distributed.md.
 """
@@ -27,7 +32,13 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from acl_tf.cli.common import define_run_flags, define_strategy_flags, run
+from acl_tf.cli.common import (
+    define_alias,
+    define_enum,
+    define_run_flags,
+    define_strategy_flags,
+    run,
+)
 from acl_tf.core import run_dir
 from acl_tf.core.errors import ConfigError
 
@@ -39,14 +50,18 @@ def define_flags():
                      "student/, metrics.json; with --resume and --step=all, finished steps are "
                      "skipped")
     define_strategy_flags()
-    flags.DEFINE_string("pretrained", None, "Pre-training run directory holding encoder.keras (or "
-                        "a .keras encoder file). Omit for random initialisation (vanilla UAT++).")
+    from acl_tf.configs import SEMISUP_STEPS
+
+    flags.DEFINE_string("model", None, "The pre-trained encoder this command reads: a "
+                        "pre-training run directory holding encoder.keras (or a .keras encoder "
+                        "file). Omit for random initialisation (vanilla UAT++).")
+    define_alias("pretrained", "model")
     flags.DEFINE_float("label_fraction", None, "Fraction of the (non-validation) training images "
                        "that keep their label, class-balanced (default: the config's).")
     flags.DEFINE_integer("labels_per_class", None, "Labelled images per class (instead of "
                          "--label_fraction).")
-    flags.DEFINE_enum("step", "all", ["all", "teacher", "pseudo_label", "student"],
-                      "Which step to run; a single step reads the previous one's output.")
+    define_enum("step", "all", SEMISUP_STEPS,
+                "Which step to run; a single step reads the previous one's output.")
     flags.DEFINE_string("teacher", None, "--step=pseudo_label: teacher classifier .keras file "
                         "(default: MODEL_DIR/teacher/best.keras).")
     flags.DEFINE_string("pseudo_labels", None, "--step=student: pseudo-label .npz file (default: "
@@ -89,7 +104,7 @@ def main(argv):
         overrides.append(f"model.sync_bn={str(FLAGS.sync_bn).lower()}")
     # First: multi-worker and TPU strategies must exist before TensorFlow runs any op.
     strategy = make_strategy(FLAGS.strategy, tpu_address=FLAGS.tpu)
-    config = resolve_config(FLAGS.config, overrides, pretrained=FLAGS.pretrained,
+    config = resolve_config(FLAGS.config, overrides, pretrained=FLAGS.model,
                             label_fraction=FLAGS.label_fraction,
                             labels_per_class=FLAGS.labels_per_class,
                             model_dir=FLAGS.model_dir, use_saved=use_saved,

@@ -1,36 +1,44 @@
-"""A TF Serving REST stand-in for a SavedModel, where TF Serving is not installed.
+"""A TF Serving REST stand-in for a SavedModel (``--model``), where TF Serving is not installed.
 
-    python -m acl_tf.serving_stub --saved_model=runs/ds_aff/saved_model --port=8501
+    acl-tf serving_stub --model=runs/ds_aff/saved_model --port=8501
 
-See :mod:`acl_tf.serving.stub` and docs/serving.md.
+(``python -m acl_tf.serving_stub`` runs the same; ``--saved_model`` is the deprecated name of
+``--model``.) See :mod:`acl_tf.serving.stub` and docs/serving.md.
 """
 
 from __future__ import annotations
 
 from absl import flags, logging
 
-from acl_tf.cli.common import run
-from acl_tf.serving.stub import DEFAULT_MAX_REQUEST_BYTES, serve
+from acl_tf.cli.common import define_alias, mark_required, run
 
 FLAGS = flags.FLAGS
 
+# acl_tf.serving.stub.DEFAULT_MAX_REQUEST_BYTES, repeated so that --help needs no TensorFlow
+# (a test checks that the two agree).
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
 
 def define_flags():
-    flags.DEFINE_string("saved_model", None, "SavedModel version directory or base directory.")
+    flags.DEFINE_string("model", None, "The SavedModel this command serves: a version directory "
+                        "or a base directory (its highest version). Required.")
+    define_alias("saved_model", "model")
     flags.DEFINE_string("model_name", "acl", "Model name in the URL (/v1/models/NAME).")
     flags.DEFINE_string("host", "127.0.0.1", "Interface to listen on.")
     flags.DEFINE_integer("port", 8501, "Port (TF Serving's REST default is 8501; 0 picks a free "
-                         "one).")
+                         "one).", lower_bound=0)
     flags.DEFINE_integer("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES,
                          "Largest request body served; a larger Content-Length is answered with "
                          "HTTP 413 before the body is read (default 16 MiB: about 260 float32 "
                          "32x32 images in row format).", lower_bound=1)
-    flags.mark_flag_as_required("saved_model")
+    mark_required("model")
 
 
 def main(argv):
     del argv
-    server = serve(FLAGS.saved_model, FLAGS.model_name, FLAGS.host, FLAGS.port,
+    from acl_tf.serving.stub import serve
+
+    server = serve(FLAGS.model, FLAGS.model_name, FLAGS.host, FLAGS.port,
                    FLAGS.max_request_bytes)
     logging.info("serving %s as %s (Ctrl-C to stop)", server.saved_model_dir, server.url)
     print(f"serving {server.saved_model_dir} at {server.url}:predict (request bodies up to "

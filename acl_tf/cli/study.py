@@ -1,13 +1,18 @@
-"""Reproduction study command line: the paper's Tables 3, 4, 5 and Fig. 3 at a chosen scale.
+"""Reproduction study: the paper's Tables 3, 4, 5 and Fig. 3 at a chosen scale, its runs in one
+directory (``--model_dir``).
 
-    python -m acl_tf.study --config=cifar10_cpu --study_dir=runs/study --report_dir=docs/study
-    python -m acl_tf.study --config=smoke --study_dir=/tmp/study             # seconds-scale demo
-    python -m acl_tf.study --config=cifar10_cpu --study_dir=runs/study --report_only
+    acl-tf study --config=cifar10_cpu --model_dir=runs/study --report_dir=docs/study
+    acl-tf study --config=smoke --model_dir=/tmp/study             # seconds-scale demo
+    acl-tf study --config=cifar10_cpu --model_dir=runs/study --report_only
+
+(``python -m acl_tf.study`` runs the same; ``--study_dir`` is the deprecated name of
+``--model_dir``.) ``--config`` is a preset name (see ``acl_tf/configs/presets/study/``) or a
+YAML/JSON path.
 
 Pre-trains every variant with the same budget, fine-tunes each (and a random-init model) with AFF,
-runs the linear protocols and the BN ablation (see :mod:`acl_tf.studies.reproduction`). Rerunning the
-same command continues an interrupted study: finished runs are skipped, the interrupted one
-resumes from its last checkpoint. ``--report_dir`` (default ``--study_dir``) receives
+runs the linear protocols and the BN ablation (see :mod:`acl_tf.studies.reproduction`). Rerunning
+the same command continues an interrupted study: finished runs are skipped, the interrupted one
+resumes from its last checkpoint. ``--report_dir`` (default ``--model_dir``) receives
 ``study.md``, ``study.json``, ``ra_per_epoch.png`` and ``ta_ra.png`` after every run.
 """
 
@@ -15,34 +20,38 @@ from __future__ import annotations
 
 from absl import flags, logging
 
-from acl_tf.cli.common import run
+from acl_tf.cli.common import config_help, define_alias, mark_required, run
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_string("config", "cifar10_cpu", "Study config name under configs/study/ or a path.")
-    flags.DEFINE_string("study_dir", None, "Directory of the study's runs (one per stage).")
-    flags.DEFINE_string("report_dir", None, "Where the tables and plots go (default: study_dir).")
+    flags.DEFINE_string("config", "cifar10_cpu", config_help("study"))
+    flags.DEFINE_string("model_dir", None, "The directory this command writes: the study's runs, "
+                        "one run directory per stage. Required.")
+    define_alias("study_dir", "model_dir")
+    flags.DEFINE_string("report_dir", None, "Where the tables and plots go (default: "
+                        "--model_dir).")
     flags.DEFINE_bool("report_only", False, "Only re-render the report from the finished runs.")
     flags.DEFINE_multi_string("set", [], "Study config override field=value (repeatable).")
-    flags.mark_flag_as_required("study_dir")
+    mark_required("model_dir")
 
 
 def main(argv):
     del argv
     from acl_tf.configs import StudyConfig, load_config
-    from acl_tf.studies import reproduction as study
 
     logging.set_verbosity(logging.INFO)
-    config = load_config(StudyConfig, "study", FLAGS.config, FLAGS.set)
+    config = load_config(StudyConfig, "study", FLAGS.config, FLAGS.set)   # (no TensorFlow yet)
+    from acl_tf.studies import reproduction as study
+
     if FLAGS.report_only:
-        study.write_report(config, FLAGS.study_dir, FLAGS.report_dir or FLAGS.study_dir)
+        study.write_report(config, FLAGS.model_dir, FLAGS.report_dir or FLAGS.model_dir)
     else:
-        study.run_study(config, FLAGS.study_dir, FLAGS.report_dir)
+        study.run_study(config, FLAGS.model_dir, FLAGS.report_dir)
     from pathlib import Path
 
-    print((Path(FLAGS.report_dir or FLAGS.study_dir) / "study.md").read_text())
+    print((Path(FLAGS.report_dir or FLAGS.model_dir) / "study.md").read_text())
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
+
+from absl import logging
 
 from acl_tf.configs.choices import (
     AUTOATTACK_ATTACKS,
@@ -16,16 +18,48 @@ from acl_tf.configs.choices import (
     Corruption,
     Severity,
 )
-from acl_tf.configs.fields import ConfigBase, PositiveInt, Probability, Range, Seed
+from acl_tf.configs.fields import (
+    Choice,
+    ConfigBase,
+    PositiveInt,
+    Probability,
+    Range,
+    Seed,
+    choice_names,
+)
 from acl_tf.configs.sections import DataConfig, PGDConfig
 from acl_tf.core.errors import ConfigError
 
 __all__ = ["AutoAttackConfig", "Cifar10CConfig", "EvaluateConfig", "GuardConfig",
-           "SINGLE_EVALUATIONS", "parse_attack_name"]
+           "LIMIT_SUBSETS", "LimitSubset", "SINGLE_EVALUATIONS", "parse_attack_name"]
 
 SINGLE_EVALUATIONS = ("clean", "autoattack", "corruptions")
-# An epsilon in 1/255 units: at most the whole pixel range.
+# An epsilon in pixel units (images in [0, 1]), like attack.epsilon: 8/255 may be written so.
+Epsilon = Probability
+# The deprecated 1/255 units of eps_sweep_255 and guards.large_epsilon_255 (kept for 0.2).
 Epsilon255 = Annotated[float, Range(0, 255)]
+
+LimitSubset = Annotated[
+    Literal["balanced", "first"],
+    Choice("subset", "balanced: the same number of images of every class (a deterministic "
+                     "random draw); first: the first N images in file order")]
+LIMIT_SUBSETS = choice_names(LimitSubset)
+
+
+def _deprecated_255(owner, old: str, new: str) -> None:
+    """Field ``old`` of ``owner`` (1/255 units, deprecated) given: warns and sets field ``new``
+    (pixel units) from it. ``old`` is cleared, so the resolved config (``config.json``) holds
+    ``new`` only; where both were given, ``old`` wins (it is the one a warning names)."""
+    value = getattr(owner, old.rsplit(".", 1)[-1])
+    if isinstance(value, tuple):
+        spelled = "[" + ", ".join(f"{v:g}/255" if v else "0" for v in value) + "]"
+        converted = tuple(v / 255 for v in value)
+    else:
+        spelled, converted = f"{value:g}/255", value / 255
+    logging.warning("config field %s is deprecated (1/255 units); use %s in fractions of the "
+                    "[0, 1] pixel range: %s=%s", old, new, new, spelled)
+    object.__setattr__(owner, new.rsplit(".", 1)[-1], converted)
+    object.__setattr__(owner, old.rsplit(".", 1)[-1], None)
 
 
 def parse_attack_name(name) -> tuple[str, Optional[int]]:
@@ -91,15 +125,21 @@ class GuardConfig(ConfigBase):
     """Settings of the gradient-masking checks.
 
     ``steps``: extra PGD step counts run for the ``steps`` check (besides the requested pgdK);
-    ``large_epsilon_255``: the epsilon (in 1/255 units) that must drive accuracy to
+    ``large_epsilon``: the epsilon (pixel units, e.g. ``64/255``) that must drive accuracy to
     ``large_epsilon_max_accuracy`` or below; ``tolerance``: allowed rise in accuracy.
+    ``large_epsilon_255`` is its deprecated 1/255-unit spelling (read, converted, warned about).
     """
 
     enabled: bool = True
     steps: tuple[PositiveInt, ...] = (10, 50)
-    large_epsilon_255: Annotated[float, Range(0, 255, low_open=True)] = 64.0
+    large_epsilon: Annotated[float, Range(0, 1, low_open=True)] = 64 / 255
     large_epsilon_max_accuracy: Probability = 0.05
     tolerance: Probability = 0.01
+    large_epsilon_255: Optional[Annotated[float, Range(0, 255, low_open=True)]] = None
+
+    def validate(self):
+        if self.large_epsilon_255 is not None:
+            _deprecated_255(self, "guards.large_epsilon_255", "guards.large_epsilon")
 
 
 @dataclasses.dataclass
@@ -107,12 +147,16 @@ class EvaluateConfig(ConfigBase):
     """Robustness evaluation of a classifier (reference section 3). Defaults: the paper's TA and
     PGD-20 RA (eps 8/255, step 2/255, uniform start) plus the standard AutoAttack schedule.
 
-    ``data.source`` / ``data.test_split`` / ``data.limit`` pick the evaluated images (``limit``:
-    the first N of that split). ``attacks``: ``clean``, ``pgdK`` (K steps of ``attack``),
-    ``autoattack``, ``corruptions`` (CIFAR-10-C). ``bn``: ``adv`` | ``normal`` | null (the
-    classifier's own default branch). ``eps_sweep_255``: epsilons (in 1/255) of the
-    accuracy-vs-epsilon curve, PGD with ``sweep_steps`` steps of ``sweep_step_ratio * eps``;
-    empty disables it.
+    ``data.source`` / ``data.test_split`` / ``data.limit`` pick the evaluated images. With
+    ``limit`` N, ``subset`` says which N: ``balanced`` (default) draws N / num_classes images of
+    every class (the draw fine-tuning's ``test_limit`` makes, seed 0; a remainder goes one image
+    each to randomly drawn classes), ``first`` takes the first N in file order (CIFAR-10's test
+    TFRecord is sorted by class: its first 1,000 images are all airplanes). ``attacks``:
+    ``clean``, ``pgdK`` (K steps of ``attack``), ``autoattack``, ``corruptions`` (CIFAR-10-C).
+    ``bn``: ``adv`` | ``normal`` | null (the classifier's own default branch). ``eps_sweep``:
+    epsilons (pixel units, e.g. ``[0, 2/255, 8/255]``) of the accuracy-vs-epsilon curve, PGD with
+    ``sweep_steps`` steps of ``sweep_step_ratio * eps``; empty disables it. ``eps_sweep_255``
+    is its deprecated 1/255-unit spelling (read, converted, warned about).
     """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -121,15 +165,20 @@ class EvaluateConfig(ConfigBase):
     attack: PGDConfig = dataclasses.field(default_factory=lambda: PGDConfig(steps=20))
     restarts: PositiveInt = 1
     autoattack: AutoAttackConfig = dataclasses.field(default_factory=AutoAttackConfig)
-    eps_sweep_255: tuple[Epsilon255, ...] = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+    eps_sweep: tuple[Epsilon, ...] = (0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255,
+                                      64 / 255)
     sweep_steps: PositiveInt = 20
     sweep_step_ratio: Annotated[float, Range(0, 1, low_open=True)] = 0.25   # of each epsilon
     guards: GuardConfig = dataclasses.field(default_factory=GuardConfig)
     cifar10c: Cifar10CConfig = dataclasses.field(default_factory=Cifar10CConfig)
     batch_size: PositiveInt = 256
     seed: Seed = 0
+    subset: LimitSubset = "balanced"
+    eps_sweep_255: Optional[tuple[Epsilon255, ...]] = None
 
     def validate(self):
+        if self.eps_sweep_255 is not None:
+            _deprecated_255(self, "eps_sweep_255", "eps_sweep")
         if not self.attacks:
             raise ConfigError("attacks must name at least one evaluation.")
         names = []

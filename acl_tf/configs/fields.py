@@ -14,7 +14,9 @@ A field declares what it accepts in its annotation:
 
 Two modes read the same annotations. :func:`coerce` (``loose``) is what the loader applies to
 values read from YAML, JSON or ``--set``: it also accepts numbers written as strings
-(YAML 1.1 reads ``1e-3`` as a string) and integral floats for int fields. :func:`check_value`
+(YAML 1.1 reads ``1e-3`` as a string), ratios such as ``8/255`` for float fields
+(:func:`parse_float`; YAML reads ``8/255`` as a string) and integral floats for int fields.
+:func:`check_value`
 (strict) is what :class:`ConfigBase` applies when a config is constructed in Python. Either way
 a bad value is a :class:`~acl_tf.core.errors.ConfigError` naming the field, the value and what
 would be valid.
@@ -32,10 +34,11 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from acl_tf.core.errors import ConfigError
 
-__all__ = ["Choice", "ConfigBase", "DataSource", "FilePath", "Fraction", "Location", "NonNegative", "NonNegativeFloat",
-           "NonNegativeInt", "Positive", "PositiveFloat", "PositiveInt", "Probability", "Range",
-           "Seed", "check_choice", "check_field", "check_value", "choice_names", "coerce",
-           "field_types", "from_dict", "location_of", "to_dict"]
+__all__ = ["Choice", "ConfigBase", "DataSource", "FilePath", "Fraction", "Location", "NonNegative",
+           "NonNegativeFloat", "NonNegativeInt", "Positive", "PositiveFloat", "PositiveInt",
+           "Probability", "Range", "Seed", "check_choice", "check_field", "check_value",
+           "choice_names", "coerce", "field_types", "from_dict", "location_of", "parse_float",
+           "to_dict"]
 
 
 # -- Declarations --------------------------------------------------------------------------------
@@ -174,13 +177,27 @@ def _to_int(value, where: str, loose: bool) -> int:
     raise ConfigError(f"{where} must be an integer, got {value!r}.")
 
 
+def parse_float(text: str) -> float:
+    """A float written as text: a number (``"0.031"``, ``"1e-3"``) or a ratio of two numbers
+    (``"8/255"``, ``"8 / 255"``), as epsilons and step sizes in pixel units are usually written.
+    Raises ValueError for anything else (a zero denominator included)."""
+    numerator, slash, denominator = str(text).partition("/")
+    if not slash:
+        return float(numerator)
+    if "/" in denominator:
+        raise ValueError(f"not a number or a ratio a/b: {text!r}")
+    if float(denominator) == 0:
+        raise ValueError(f"zero denominator: {text!r}")
+    return float(numerator) / float(denominator)
+
+
 def _to_float(value, where: str, loose: bool) -> float:
     number = None
     if _is_real(value):
         number = float(value)
     elif loose and isinstance(value, str):
         try:
-            number = float(value.strip())
+            number = parse_float(value)
         except ValueError:
             pass
     if number is None:

@@ -22,12 +22,13 @@ import yaml
 
 from acl_tf.configs.fields import field_types, from_dict, location_of, to_dict
 from acl_tf.core import run_dir
-from acl_tf.core.paths import resolve_location
 from acl_tf.core.errors import ConfigError
 from acl_tf.core.io import write_json_atomic
+from acl_tf.core.paths import resolve_location
 
-__all__ = ["CONFIG_ROOT", "apply_overrides", "resolve_locations", "available_configs", "config_path", "load_config",
-           "load_run_config", "parse_override", "read_config", "write_config"]
+__all__ = ["CONFIG_ROOT", "apply_overrides", "available_configs", "config_path", "load_config",
+           "load_run_config", "parse_override", "read_config", "resolve_locations",
+           "write_config"]
 
 CONFIG_ROOT = Path(__file__).resolve().parent / "presets"
 

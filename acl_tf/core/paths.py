@@ -21,8 +21,8 @@ from typing import Iterable, Optional
 
 from acl_tf.core.errors import ConfigError
 
-__all__ = ["SAMPLE_PREFIX", "SAMPLE_ROOT", "expand_sample", "looks_like_path", "resolve_location", "sample_dir",
-           "sample_names"]
+__all__ = ["SAMPLE_PREFIX", "SAMPLE_ROOT", "expand_sample", "looks_like_path",
+           "resolve_location", "sample_dir", "sample_names"]
 
 SAMPLE_PREFIX = "sample:"
 SAMPLE_ROOT = Path(__file__).resolve().parents[1] / "data" / "sample"

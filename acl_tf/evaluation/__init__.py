@@ -5,6 +5,7 @@ gradient-masking checks and CIFAR-10-C.
 * :mod:`acl_tf.evaluation.autoattack`: AutoAttack through ART;
 * :mod:`acl_tf.evaluation.guards`: gradient-masking checks on the figures;
 * :mod:`acl_tf.evaluation.corruptions`: CIFAR-10-C through TFDS;
+* :mod:`acl_tf.evaluation.subset`: which images a ``--limit`` measures (class-balanced);
 * :mod:`acl_tf.evaluation.run`: a whole evaluation from an ``EvaluateConfig`` (what
   ``python -m acl_tf.evaluate`` runs), :mod:`acl_tf.evaluation.report` writes its report.
 """

@@ -65,18 +65,28 @@ class BranchModel:
 
 
 def art_version() -> Optional[str]:
-    try:
-        import art
+    """The installed ART version (read from the package metadata: importing ART only to name its
+    version would print its import-time notices)."""
+    from importlib import metadata
 
-        return art.__version__
-    except ImportError:
+    try:
+        return metadata.version("adversarial-robustness-toolbox")
+    except metadata.PackageNotFoundError:
         return None
 
 
 def _import_art():
+    import logging as std_logging
+    import warnings
+
+    # ART's import notices (its data path; no PyTorch, which AutoAttack here does not use).
+    std_logging.getLogger("art").setLevel(max(std_logging.getLogger("art").level,
+                                              std_logging.WARNING))
     try:
-        from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
-        from art.estimators.classification import TensorFlowV2Classifier
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="PyTorch not found")
+            from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
+            from art.estimators.classification import TensorFlowV2Classifier
     except ImportError as err:
         raise ImportError("AutoAttack needs adversarial-robustness-toolbox: pip install "
                           "'adversarial-robustness-toolbox==1.20.1' (or the [robustness] extra)"

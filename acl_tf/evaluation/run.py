@@ -157,13 +157,13 @@ def run_evaluation(model, x, y, config) -> dict:
     # The sweep and the checks are about robust accuracy: they run with a pgdK or autoattack.
     robust_requested = any(kind in ("pgd", "autoattack") for _, kind, _ in requested)
     guards_config = config.guards
-    large_eps = guards_config.large_epsilon_255 / 255
+    large_eps = guards_config.large_epsilon
     sweep = []
-    if config.eps_sweep_255 and robust_requested:
-        epsilons = {e / 255 for e in config.eps_sweep_255}
+    if config.eps_sweep and robust_requested:
+        epsilons = set(config.eps_sweep)
         if guards_config.enabled:
             epsilons.add(large_eps)
-        logging.info("accuracy vs epsilon at %s/255", sorted(e * 255 for e in epsilons))
+        logging.info("accuracy vs epsilon at %s/255", [f"{e * 255:g}" for e in sorted(epsilons)])
         sweep = accuracy_vs_epsilon(model, x, y, sorted(epsilons), steps=config.sweep_steps,
                                     step_ratio=config.sweep_step_ratio,
                                     restarts=config.restarts, seed=config.seed, **common)
@@ -186,7 +186,7 @@ def run_evaluation(model, x, y, config) -> dict:
             run = pgd_accuracy(model, x, y, sweep_config(large_eps, steps=config.sweep_steps,
                                                          step_ratio=config.sweep_step_ratio),
                                restarts=config.restarts, seed=config.seed,
-                               name=f"pgd{config.sweep_steps}@{guards_config.large_epsilon_255:g}"
+                               name=f"pgd{config.sweep_steps}@{large_eps * 255:g}"
                                     "/255 (large-epsilon check)", **common)
             guard_runs.append(run)
             large_acc = run.accuracy

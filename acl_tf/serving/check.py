@@ -1,9 +1,11 @@
 """Checks a served model end to end: clean and adversarial accuracy *as served*.
 
-    python -m acl_tf.serving_check --url=http://localhost:8501/v1/models/acl \\
-        --data=data/cifar10_sample --saved_model=runs/aff/saved_model/1 --limit=200
+    acl-tf serving_check --url=http://localhost:8501/v1/models/acl \\
+        --data=sample:cifar10 --model=runs/aff/saved_model/1 --limit=200
 
-Loads test images (``--data`` / ``--split`` / ``--limit``, any source of ``acl_tf.data.load``),
+Loads test images (``--data`` / ``--split`` / ``--limit``, any source of ``acl_tf.data.load``;
+``--limit`` N takes a class-balanced subset, N / num_classes images of every class, unless
+``--subset=first`` asks for the first N in file order: see :mod:`acl_tf.evaluation.subset`),
 crafts L-inf PGD examples locally against the *exported* SavedModel (loaded with
 ``tf.saved_model.load``; gradients flow through the restored signature function, so what is
 attacked is exactly what is served), sends the clean and the adversarial images to the TF Serving
@@ -133,14 +135,18 @@ def _local_model(saved_model: str, signature_name: str):
 
 
 def run_serving_check(url: str, data, saved_model: str, *, signature_name: str = "serving_default",
-                      split: str = "test", limit: Optional[int] = 100, epsilon: float = 8 / 255,
+                      split: str = "test", limit: Optional[int] = 100,
+                      subset: str = "balanced", epsilon: float = 8 / 255,
                       step_size: float = 2 / 255, steps: int = 20, batch_size: int = 32,
                       seed: int = 0, timeout: float = 60.0) -> dict:
-    """Runs the check; returns the JSON-able report (see the module docstring)."""
+    """Runs the check; returns the JSON-able report (see the module docstring). ``limit``
+    images of ``split`` are checked: a class-balanced subset, or with ``subset="first"`` the
+    first ``limit`` in file order (None: all)."""
     import tensorflow as tf
 
     from acl_tf.attacks import PGDConfig, pgd_linf
-    from acl_tf.data import DataError, load
+    from acl_tf.data import DataError
+    from acl_tf.evaluation.subset import describe_subset, load_limited
     from acl_tf.losses import cross_entropy
 
     start = time.perf_counter()
@@ -148,7 +154,7 @@ def run_serving_check(url: str, data, saved_model: str, *, signature_name: str =
     status = model_status(url, timeout)
     config = PGDConfig(epsilon=epsilon, step_size=step_size, steps=steps,
                        random_start="uniform")
-    dataset = load(data, split=split, limit=limit)
+    dataset = load_limited(data, split, limit, subset)
     if len(dataset) == 0:
         raise DataError(f"{data} [{split}] has no images.")
     x, y = dataset.to_float(), dataset.labels
@@ -188,7 +194,7 @@ def run_serving_check(url: str, data, saved_model: str, *, signature_name: str =
         "url": endpoint,
         "signature_name": signature_name,
         "saved_model": str(path),
-        "data": {"source": str(data), "split": split, "limit": limit},
+        "data": {"source": str(data), "split": split, **describe_subset(dataset, limit, subset)},
         "num_examples": int(len(x)),
         "clean_accuracy": float(clean_ok.mean()),
         "robust_accuracy": float(robust_ok.mean()),

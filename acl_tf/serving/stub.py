@@ -24,7 +24,7 @@ logging) naming its address and the request, not as a traceback.
 It is a development tool (single process, no batching, no model reloading), not a server for
 production traffic. Run it with::
 
-    python -m acl_tf.serving_stub --saved_model=runs/aff/saved_model --model_name=acl --port=8501
+    acl-tf serving_stub --model=runs/aff/saved_model --model_name=acl --port=8501
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def _evaluate(model_dir: str, x, y, config) -> dict:
 
 def _baseline_config(config, metric: str):
     """Only the blessing metric: no sweep, no checks."""
-    return dataclasses.replace(config, attacks=(metric,), eps_sweep_255=(),
+    return dataclasses.replace(config, attacks=(metric,), eps_sweep=(),
                                guards=dataclasses.replace(config.guards, enabled=False))
 
 
