@@ -1,5 +1,6 @@
 """The epoch loop (acl_tf.tasks.fit): resume after a crash, from a legacy run directory and past a
-corrupt checkpoint; curves after every epoch; leftovers of killed saves; the config check."""
+corrupt checkpoint; curves after every epoch (pre-training's too) and what they show; leftovers
+of killed saves; the config check."""
 
 import hashlib
 import json
@@ -92,6 +93,58 @@ def test_curves_are_redrawn_after_every_epoch(tmp_path):
     fit(tiny_model(), tmp_path, 3, callbacks=[Look()])
     assert len(seen) == 3 and len(set(seen)) == 3   # a new picture every epoch
     assert history_epochs(tmp_path) == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_pretraining_draws_its_curves_after_the_first_epoch(tmp_path):
+    """The reported case: a 2-epoch pre-training has training_curves.png (of epoch 1) before
+    epoch 2 starts, not only after the last epoch."""
+    from pretrain_helpers import SAMPLE_DIR, TINY
+
+    from acl_tf.configs import PretrainConfig
+    from acl_tf.tasks.pretrain import run_pretraining
+
+    seen = []
+
+    class Look(keras.callbacks.Callback):   # runs after each epoch's checkpoint
+        def on_epoch_end(self, epoch, logs=None):
+            curves = tmp_path / rd.CURVES
+            seen.append((epoch + 1, curves.exists() and curves.stat().st_size > 0,
+                         history_epochs(tmp_path)))
+
+    config = load_config(PretrainConfig, "pretrain", "smoke",
+                         TINY + [f"data.source={SAMPLE_DIR}", "epochs=2"])
+    run_pretraining(config, tmp_path, callbacks=[Look()], verbose=0)
+    assert seen == [(1, True, [1]), (2, True, [1, 2])]
+
+
+def test_a_curve_that_cannot_be_drawn_does_not_stop_training(tmp_path, caplog, monkeypatch):
+    import acl_tf.tasks.fit as fit_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(fit_module, "plot_history", broken)
+    history = fit(tiny_model(), tmp_path, 2)
+    assert [h["epoch"] for h in history] == [1, 2] and rd.checkpoint_numbers(tmp_path) == [1, 2]
+    assert "could not draw training_curves.png: no display" in caplog.text
+
+
+def test_curves_group_the_metrics_by_kind(tmp_path):
+    from acl_tf.tasks.fit import _curve_panels, plot_history
+
+    keys = ["acc", "adv_acc", "loss", "images_per_sec", "val_acc", "val_adv_acc", "lr"]
+    assert _curve_panels(keys) == [
+        ["loss", "loss", ["loss"]],
+        ["accuracy", "accuracy (%)", ["acc", "adv_acc", "val_acc", "val_adv_acc"]],
+        ["throughput", "images/s", ["images_per_sec"]],
+        ["lr", "lr", ["lr"]]]
+    # A metric first logged in a later epoch (e.g. after a resume with more metrics) is drawn.
+    history = [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.5, "val_acc": 0.25}]
+    plot_history(history, tmp_path / "c.png", title="t")
+    assert (tmp_path / "c.png").stat().st_size > 0 and not list(tmp_path.glob("*.tmp.png"))
+    plot_history([{"epoch": 1}], tmp_path / "none.png")   # nothing logged: no picture
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_resume_without_a_checkpoint_warns_and_starts_afresh(tmp_path, caplog):

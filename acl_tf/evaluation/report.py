@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from acl_tf.core.io import write_text_atomic
+from acl_tf.evaluation.subset import summary_line
 
 __all__ = ["PLOT_NAME", "write_report", "render_markdown", "plot_accuracy_vs_epsilon"]
 
@@ -32,9 +33,11 @@ def _cell(text) -> str:
 def render_markdown(report: dict) -> str:
     """The report as Markdown tables (accuracies in percent)."""
     lines = ["# Robustness evaluation", ""]
+    data = report.get("data", {})
+    images = (summary_line(data) if "class_counts" in data
+              else f"{report['num_examples']} images")
     lines += [f"- model: `{report.get('model')}`",
-              f"- data: `{report.get('data', {}).get('source')}` split "
-              f"`{report.get('data', {}).get('split')}`, {report['num_examples']} images",
+              f"- data: `{data.get('source')}` split `{data.get('split')}`, {images}",
               f"- BN branch: `{report['branch']}`",
               f"- created: {report.get('created', 'n/a')}", ""]
     lines += ["| attack | accuracy (%) | correct / total | settings |", "|---|---|---|---|"]
@@ -83,35 +86,30 @@ def plot_accuracy_vs_epsilon(report: dict, path) -> Optional[Path]:
     points = report.get("accuracy_vs_epsilon") or []
     if not points:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure      # not pyplot: leaves a notebook's backend alone
 
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    try:
-        eps = [p["epsilon_255"] for p in points]
-        acc = [100 * p["accuracy"] for p in points]
-        ax.plot(eps, acc, "o-", label=f"PGD-{points[-1]['steps']} (step = eps/"
-                f"{points[-1]['epsilon_255'] / max(points[-1]['step_size_255'], 1e-12):g})")
-        for r in report.get("attacks", []):
-            if r["name"] == "autoattack":
-                ax.plot([r["settings"]["epsilon_255"]], [100 * r["accuracy"]], "r*",
-                        markersize=12, label="AutoAttack")
-        ax.set_xlabel("epsilon (x 1/255, L-inf)")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_ylim(-2, 102)
-        ax.set_title(f"Accuracy vs epsilon (BN {report.get('branch')}, "
-                     f"n={report['num_examples']})")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.add_subplot()
+    eps = [p["epsilon_255"] for p in points]
+    acc = [100 * p["accuracy"] for p in points]
+    ax.plot(eps, acc, "o-", label=f"PGD-{points[-1]['steps']} (step = eps/"
+            f"{points[-1]['epsilon_255'] / max(points[-1]['step_size_255'], 1e-12):g})")
+    for r in report.get("attacks", []):
+        if r["name"] == "autoattack":
+            ax.plot([r["settings"]["epsilon_255"]], [100 * r["accuracy"]], "r*",
+                    markersize=12, label="AutoAttack")
+    ax.set_xlabel("epsilon (x 1/255, L-inf)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(f"Accuracy vs epsilon (BN {report.get('branch')}, "
+                 f"n={report['num_examples']})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
     return path
 
 

@@ -239,67 +239,162 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+#: One colour per pre-training, the same in both figures (RI and DS, Fig. 3's pair, first).
+COLORS = {"ri": "C0", "ds": "C1", "s2s": "C2", "a2s": "C3", "a2a": "C4"}
+#: The marker of a fine-tuned model by the BN it was pre-trained and fine-tuned with.
+BN_MARKERS = {"adv": ("o", "dual BN, adv"), "normal": ("^", "dual BN, normal"),
+              "single": ("s", "single BN")}
+ORDER = ("ri", "s2s", "a2a", "a2s", "ds")
+
+
+def _study_seed(report: dict):
+    return (report.get("settings", {}).get("finetune") or {}).get("seed")
+
+
+def seed_runs(report: dict, row: dict) -> list:
+    """The fine-tuning runs behind one model's row: the row itself (the study's seed) and its
+    ``repeats``, the same fine-tuning with other seeds (dicts with ``seed`` and whichever of
+    ``ta``, ``ra`` and ``epochs`` were recorded)."""
+    return [{**row, "seed": _study_seed(report)}, *row.get("repeats", ())]
+
+
+def _seeds_text(seeds) -> str:
+    known = [str(s) for s in seeds if s is not None]
+    if not known:
+        return "one fine-tuning seed" if len(seeds) == 1 else f"{len(seeds)} fine-tuning seeds"
+    return ("fine-tuning seed " if len(known) == 1 else "fine-tuning seeds ") + ", ".join(known)
+
+
+def _savefig(fig, path, dpi=100) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
+    return path
+
+
 def plot_curves(report: dict, path) -> Optional[Path]:
-    """Fig. 3: validation RA (and TA) after every AFF epoch of each Table-3 model."""
+    """Fig. 3: validation RA (and TA) after every AFF epoch of each Table-3 model.
+
+    One line per model; where the row has ``repeats`` with per-epoch records (other fine-tuning
+    seeds) the line is their mean, the band their range and every seed's value a dot. Integer
+    epoch ticks; the legend sits under the panels, clear of the lines."""
     t3 = report["results"]["table3"]
     if not t3:
         return None
-    import matplotlib
+    import numpy as np
+    from matplotlib.figure import Figure   # no pyplot: leaves the global backend alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for key, row in t3.items():
-        epochs = [e["epoch"] for e in row["epochs"]]
-        style = {"linewidth": 2.5} if key in ("ri", "ds") else {"linewidth": 1, "alpha": 0.7}
-        axes[0].plot(epochs, [100 * e["val_adv_acc"] for e in row["epochs"]], marker="o",
-                     label=NAMES[key], **style)
-        axes[1].plot(epochs, [100 * e["val_acc"] for e in row["epochs"]], marker="o",
-                     label=NAMES[key], **style)
+    fig = Figure(figsize=(10, 4.3))
+    axes = fig.subplots(1, 2)
+    all_epochs, seeds_drawn = set(), set()
+    for key in sorted(t3, key=lambda k: ORDER.index(k) if k in ORDER else len(ORDER)):
+        runs = [r for r in seed_runs(report, t3[key]) if r.get("epochs")]
+        epochs = sorted({e["epoch"] for r in runs for e in r["epochs"]})
+        all_epochs.update(epochs)
+        seeds_drawn.add(tuple(r.get("seed") for r in runs))
+        color = COLORS.get(key)
+        style = ({"linewidth": 2.5} if key in ("ri", "ds") else {"linewidth": 1.2, "alpha": 0.8})
+        for ax, metric in zip(axes, ("val_adv_acc", "val_acc")):
+            values = np.array([[next((100 * e[metric] for e in r["epochs"] if e["epoch"] == x),
+                                     np.nan) for x in epochs] for r in runs])
+            mean = np.nanmean(values, axis=0)
+            line, = ax.plot(epochs, mean, marker="o" if len(runs) == 1 else None, color=color,
+                            label=NAMES.get(key, key) if ax is axes[0] else None, **style)
+            if len(runs) > 1:
+                ax.fill_between(epochs, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
+                                color=line.get_color(), alpha=0.15, linewidth=0)
+                for seed_values in values:
+                    ax.plot(epochs, seed_values, linestyle="none", marker="o", markersize=4,
+                            color=line.get_color(), alpha=0.8)
     attack = report["settings"]["eval_attack_steps"]
+    seeds = max(seeds_drawn, key=len)
+    how = (_seeds_text(seeds) if len(seeds) == 1
+           else f"mean of {_seeds_text(seeds)} (band: their range)")
     axes[0].set(title=f"Robust accuracy (PGD-{attack}) during AFF", xlabel="fine-tuning epoch",
                 ylabel="validation RA (%)")
     axes[1].set(title="Clean accuracy during AFF", xlabel="fine-tuning epoch",
                 ylabel="validation TA (%)")
     for ax in axes:
+        ax.set_xticks(sorted(all_epochs))
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    fig.suptitle(f"Validation accuracy after each AFF epoch; {how}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return _savefig(fig, path)
+
+
+def _tradeoff_points(report: dict) -> list:
+    """[(variant, bn, this study's runs, paper (TA, RA))] of Tables 3 and 4."""
+    results = report["results"]
+    points = [(k, "adv", seed_runs(report, r), PAPER["table3"].get(k))
+              for k, r in results["table3"].items()]
+    for key, row in results["table4"].items():
+        variant, bn = key.split("/")
+        if bn != "adv":   # the adv rows are Table 3's models
+            points.append((variant, bn, seed_runs(report, row), PAPER["table4"].get((variant, bn))))
+    return sorted(points, key=lambda p: (ORDER.index(p[0]) if p[0] in ORDER else len(ORDER),
+                                         list(BN_MARKERS).index(p[1])))
 
 
 def plot_tradeoff(report: dict, path) -> Optional[Path]:
-    """Test TA against RA of every AFF model of Tables 3 and 4, beside the paper's points."""
-    results = report["results"]
-    points = {NAMES[k]: (r, PAPER["table3"][k]) for k, r in results["table3"].items()}
-    for key, row in results["table4"].items():
-        variant, bn = key.split("/")
-        if bn != "adv":
-            points[f"{NAMES[variant]}, {bn} BN"] = (row, PAPER["table4"][(variant, bn)])
+    """Test TA against RA of every AFF model of Tables 3 and 4, beside the paper's points.
+
+    Colour: the pre-training; marker: the BN (Table 3 = dual BN, ``adv`` branch). A model
+    fine-tuned with several seeds (``repeats``) is drawn as a filled mean with a hollow marker
+    per seed, joined by a thin line (their spread). A legend instead of labels on the points."""
+    points = _tradeoff_points(report)
     if not points:
         return None
-    import matplotlib
+    from matplotlib.figure import Figure   # no pyplot: leaves the global backend alone
+    from matplotlib.lines import Line2D
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, (row, paper) in points.items():
-        axes[0].scatter(100 * row["ra"], 100 * row["ta"])
-        axes[0].annotate(name, (100 * row["ra"], 100 * row["ta"]), fontsize=8)
-        axes[1].scatter(paper[1], paper[0])
-        axes[1].annotate(name, (paper[1], paper[0]), fontsize=8)
-    axes[0].set(title="This study (test)", xlabel="RA (%)", ylabel="TA (%)")
+    fig = Figure(figsize=(10, 4.6))
+    axes = fig.subplots(1, 2)
+    several = False
+    test_images = set()
+    for variant, bn, runs, paper in points:
+        color, marker = COLORS.get(variant, "k"), BN_MARKERS[bn][0]
+        runs = [r for r in runs if r.get("ta") is not None and r.get("ra") is not None]
+        test_images.update(r["test_images"] for r in runs if r.get("test_images"))
+        ras, tas = [100 * r["ra"] for r in runs], [100 * r["ta"] for r in runs]
+        if len(runs) > 1:
+            several = True
+            axes[0].plot(ras, tas, color=color, linewidth=0.8, alpha=0.6)
+            axes[0].scatter(ras, tas, s=28, marker=marker, facecolors="none", edgecolors=color)
+        if runs:
+            axes[0].scatter([sum(ras) / len(ras)], [sum(tas) / len(tas)], s=60, marker=marker,
+                            color=color, edgecolors="k", linewidths=0.5, zorder=3)
+        if paper is not None:
+            axes[1].scatter([paper[1]], [paper[0]], s=60, marker=marker, color=color,
+                            edgecolors="k", linewidths=0.5, zorder=3)
+    images = f"{next(iter(test_images)):,} test images" if len(test_images) == 1 else "test"
+    seeds = max((tuple(r.get("seed") for r in p[2]) for p in points), key=len)
+    axes[0].set(title=f"This study ({images})", xlabel="RA (%)", ylabel="TA (%)")
     axes[1].set(title="Paper (Tables 3, 4)", xlabel="RA (%)", ylabel="TA (%)")
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+        ax.margins(0.12)
+    variants = list(dict.fromkeys(p[0] for p in points))
+    bns = list(dict.fromkeys(p[1] for p in points))
+    models = [Line2D([], [], linestyle="none", marker="o", markersize=8,
+                     color=COLORS.get(v, "k"), label=NAMES.get(v, v)) for v in variants]
+    kinds = [Line2D([], [], linestyle="none", marker=BN_MARKERS[b][0], markersize=7,
+                    color="0.4", label=BN_MARKERS[b][1]) for b in bns]
+    if several:
+        kinds += [Line2D([], [], linestyle="-", linewidth=0.8, marker="o", markersize=5,
+                         markerfacecolor="none", color="0.4", label=_seeds_text(seeds)),
+                  Line2D([], [], linestyle="none", marker="o", markersize=8, color="0.4",
+                         markeredgecolor="k", label="mean (or only seed)")]
+    fig.legend(handles=models, loc="lower center", bbox_to_anchor=(0.5, 0.06),
+               ncol=len(models), frameon=False, fontsize=9)
+    fig.legend(handles=kinds, loc="lower center", bbox_to_anchor=(0.5, 0.0),
+               ncol=len(kinds), frameon=False, fontsize=9, columnspacing=1.2)
+    if not several:
+        fig.suptitle(f"AFF models, {_seeds_text(seeds)}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return _savefig(fig, path)
 
 
 def write_report(config: StudyConfig, study_dir, report_dir) -> dict:

@@ -60,7 +60,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.epoch_var.assign(epoch + 1)
         path = self.saver.save(epoch + 1)
         logging.info("epoch %d: checkpoint %s", epoch + 1, path)
-        plot_history(self.history, self.model_dir / rd.CURVES, title=self.model_dir.name)
+        try:   # a picture that cannot be drawn must not stop the training
+            plot_history(self.history, self.model_dir / rd.CURVES, title=self.model_dir.name)
+        except Exception as err:  # noqa: BLE001
+            logging.warning("epoch %d: could not draw %s: %s", epoch + 1, rd.CURVES, err)
 
 
 class ProgressLogger(keras.callbacks.Callback):
@@ -131,32 +134,68 @@ def load_history(model_dir) -> list:
     return json.loads(path.read_text()) if path.exists() else []
 
 
+#: Panels of :func:`plot_history`: (title, y label, test on a metric name), in this order; a
+#: metric goes to the first panel that takes it, the rest get a panel each.
+CURVE_PANELS = (
+    ("loss", "loss", lambda key: "loss" in key),
+    ("accuracy", "accuracy (%)", lambda key: key.endswith("acc") or key.endswith("accuracy")),
+    ("throughput", "images/s", lambda key: key == "images_per_sec"),
+)
+
+
+def _curve_panels(keys: Sequence[str]) -> list:
+    """[(title, y label, [keys])] for :func:`plot_history`: the metrics grouped by kind."""
+    panels, rest = [[title, label, []] for title, label, _ in CURVE_PANELS], []
+    for key in keys:
+        for (_, _, takes), panel in zip(CURVE_PANELS, panels):
+            if takes(key):
+                panel[2].append(key)
+                break
+        else:
+            rest.append([key, key, [key]])
+    return [p for p in panels if p[2]] + rest
+
+
 def plot_history(history: list, path, title: str = "") -> None:
-    """Writes one panel per logged metric against the epoch."""
-    import matplotlib
+    """Writes the logged metrics against the epoch (integer ticks): one panel for the losses,
+    one for the accuracies (in %, training solid, validation dashed), one for images/s, one for
+    each other metric. Written through a temporary file, so a reader never sees half a PNG."""
+    # A bare Figure (no pyplot): drawn off-screen without touching matplotlib's global backend,
+    # so a notebook that trains keeps its inline plots.
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in history[0] if k != "epoch"] if history else []
+    keys = list(dict.fromkeys(k for h in history for k in h if k != "epoch"))
     if not keys:
         return
-    cols = min(3, len(keys))
-    rows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    panels = _curve_panels(keys)
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(3.8 * cols, 3 * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
     epochs = [h["epoch"] for h in history]
-    for ax, key in zip(axes.flat, keys):
-        ax.plot(epochs, [h.get(key, np.nan) for h in history], marker="o")
-        ax.set_title(key)
+    for ax, (name, label, names) in zip(axes.flat, panels):
+        scale = 100 if label.endswith("(%)") else 1
+        bases = list(dict.fromkeys(k.removeprefix("val_") for k in names))
+        for key in names:   # val_x dashed, in the colour of x
+            values = [scale * h[key] if h.get(key) is not None else np.nan for h in history]
+            ax.plot(epochs, values, marker="o", markersize=4, label=key,
+                    color=f"C{bases.index(key.removeprefix('val_')) % 10}",
+                    linestyle="--" if key.startswith("val_") else "-")
+        ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
+        if len(names) > 1:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle(title)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     tmp = str(path) + ".tmp.png"
     fig.savefig(tmp, dpi=90)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
