@@ -11,6 +11,9 @@ Nothing here imports TensorFlow: ``--help`` and usage errors answer at once.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.util
 import os
 import sys
 import warnings
@@ -364,6 +367,50 @@ def define_strategy_flags() -> None:
                       "(overrides model.sync_bn; default: the config's).")
 
 
+@contextlib.contextmanager
+def _stderr_closed():
+    """File descriptor 2 pointed at the null device for the block (C++ writes included)."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Loads ``tensorflow``, when something first imports it, with stderr closed: TF 2.20+ prints
+    its load-time notes (oneDNN, CUDA drivers) before it reads ``TF_CPP_MIN_LOG_LEVEL``. An
+    import error is still raised, and printed once stderr is back."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def quiet_exec_module(module):
+                with _stderr_closed():
+                    exec_module(module)
+
+            spec.loader.exec_module = quiet_exec_module
+        return spec
+
+
+def quiet_tensorflow_import() -> None:
+    """Makes the first ``import tensorflow`` silent when ``TF_CPP_MIN_LOG_LEVEL`` asks for quiet
+    (the command lines' default); a no-op once TensorFlow is loaded."""
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
+        return
+    if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
 def run(define_flags: Callable[[], None], main: Callable[[list], object]) -> None:
     """Defines the flags (only when run as a program, so that importing a command line defines no
     global flags), parses them (:func:`parse_flags`) and runs ``main``; an :class:`AclTfError`
@@ -373,6 +420,7 @@ def run(define_flags: Callable[[], None], main: Callable[[list], object]) -> Non
     # version notice of a Google dependency are noise for a command line; TF_CPP_MIN_LOG_LEVEL=0
     # shows TensorFlow's log again. (acl_tf.cli sets the default before anything imports TF.)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    quiet_tensorflow_import()
     warnings.filterwarnings("ignore", message=".*non-supported Python version",
                             category=FutureWarning)
     before = set(flags.FLAGS)

@@ -9,7 +9,9 @@ under a key made from its Keras ``variable.path``:
   (its own name, which Keras numbers ``finetuner_1``, ``finetuner_2``... when a process builds
   several, is left out);
 * ``optimizer_state/<path>``: every ``model.optimizer.variables`` entry (slot names carry the
-  model variable's path with ``_`` for ``/``; the model's own name is left out there too);
+  model variable's path with ``_`` for ``/``; the model's own name is left out there too, and so
+  is the number Keras 3.15+ appends to an optimizer's automatic name: ``sgd_2/iteration`` is
+  keyed ``sgd/iteration``);
 * ``epoch``: the number of finished epochs; and any extra trackables the caller adds.
 
 Before restoring, the model's (path, shape) list is compared with the checkpoint's; the first
@@ -92,11 +94,42 @@ def _unique(paths: Sequence[str]) -> List[str]:
     return out
 
 
-def variable_paths(variables, model_name: str) -> List[str]:
+def _snake_case(name: str) -> str:
+    """Keras' snake case of a class name (``SGD`` -> ``sgd``, ``LossScaleOptimizer`` ->
+    ``loss_scale_optimizer``), the stem of an optimizer's automatic name."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def optimizer_names(optimizer) -> Dict[str, str]:
+    """``{name: name in checkpoint keys}`` for ``optimizer`` (and the one a loss-scale optimizer
+    wraps). Keras 3.15+ names an optimizer built without ``name=`` ``sgd``, ``sgd_1``,
+    ``sgd_2``... in the order a process builds them (earlier versions gave each class one fixed
+    name); the key drops that number, as it drops the model's, so that a resume in a new process
+    or a second model in the same one finds the same keys."""
+    out = {}
+    for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
+        name = getattr(opt, "name", None)
+        if not isinstance(name, str):
+            continue
+        stem, sep, number = name.rpartition("_")
+        numbered = sep and number.isdigit() and stem == _snake_case(type(opt).__name__)
+        out[name] = stem if numbered else name
+    return out
+
+
+def variable_paths(variables, model_name: str,
+                   renames: Optional[Dict[str, str]] = None) -> List[str]:
     """The checkpoint paths of ``variables``: Keras paths relative to the model, made unique
-    (a repeated path gets ``#2``, ``#3``...)."""
-    return _unique([_relative(getattr(v, "path", None) or v.name, model_name)
-                    for v in variables])
+    (a repeated path gets ``#2``, ``#3``...). ``renames`` (an optimizer's
+    :func:`optimizer_names`) replaces the name at the head of a path."""
+    renames = renames or {}
+    paths = []
+    for v in variables:
+        head, sep, rest = _relative(getattr(v, "path", None) or v.name, model_name).partition("/")
+        paths.append(f"{renames.get(head, head)}{sep}{rest}" if sep else head)
+    return _unique(paths)
 
 
 def _shape(variable) -> Tuple[int, ...]:
@@ -127,7 +160,8 @@ class ModelCheckpoint:
         self.weights = list(model.weights)
         self.optimizer_variables = list(model.optimizer.variables)
         self.weight_paths = variable_paths(self.weights, model.name)
-        self.optimizer_paths = variable_paths(self.optimizer_variables, model.name)
+        self.optimizer_paths = variable_paths(self.optimizer_variables, model.name,
+                                              optimizer_names(model.optimizer))
         self.checkpoint = tf.train.Checkpoint(
             **{MODEL: dict(zip(self.weight_paths, self.weights)),
                OPTIMIZER: dict(zip(self.optimizer_paths, self.optimizer_variables)),
