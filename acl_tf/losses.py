@@ -27,12 +27,13 @@ def nt_xent(z_a, z_b, temperature: float = 0.5, return_accuracy: bool = False):
             whose most similar other view is their positive).
 
     Returns:
-        The scalar loss (float32), or ``(loss, accuracy)``.
+        The scalar loss (float32; float64 for float64 projections, as :func:`cross_entropy`), or
+        ``(loss, accuracy)``.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}.")
     z = tf.concat([z_a, z_b], axis=0)
-    z = tf.math.l2_normalize(tf.cast(z, tf.float32), axis=1)
+    z = tf.math.l2_normalize(_wide(z), axis=1)
     n = tf.shape(z)[0]
     batch = n // 2
     logits = tf.matmul(z, z, transpose_b=True) / temperature
@@ -131,13 +132,13 @@ def nt_xent_global(z_a, z_b, all_a, all_b, offset, temperature: float = 0.5,
         return_accuracy: also return the positive-pair top-1 accuracy of the local anchors.
 
     Returns:
-        The scalar loss (float32), or ``(loss, accuracy)``.
+        The scalar loss (float32; float64 for float64 projections), or ``(loss, accuracy)``.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}.")
 
     def normalize(z):
-        return tf.math.l2_normalize(tf.cast(z, tf.float32), axis=1)
+        return tf.math.l2_normalize(_wide(z), axis=1)
 
     anchors = normalize(tf.concat([z_a, z_b], axis=0))
     candidates = normalize(tf.concat([all_a, all_b], axis=0))

@@ -66,15 +66,34 @@ class LARS(_MomentumOptimizer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="acl_tf")
+class ReferenceCosineDecay(keras.optimizers.schedules.CosineDecay):
+    """Keras' ``CosineDecay`` (linear warm-up, then cosine) read one step ahead.
+
+    Keras evaluates a schedule at the optimizer's iteration count, the number of updates already
+    taken: 0 for the first update. The reference calls ``scheduler.step()`` *before* each update
+    (``train_simCLR.py`` ``train``), so its k-th update (k = 1, 2, ...) uses
+    ``cosine_annealing(k)``: the first one ``peak / warmup_steps``, not 0, and the last one
+    exactly the final rate. This schedule returns ``CosineDecay(step + 1)``, so update k uses
+    the reference's rate of update k.
+    """
+
+    def __call__(self, step):
+        return super().__call__(ops.add(step, 1))
+
+
 def warmup_cosine(peak_lr: float, total_steps: int, warmup_steps: int, final_lr: float = 1e-6):
     """Linear warm-up from 0 to ``peak_lr`` over ``warmup_steps``, then per-step cosine to ``final_lr``.
 
-    This is the reference's ``cosine_annealing`` (lr_min = final_lr), expressed with Keras'
+    This is the reference's ``cosine_annealing`` (lr_min = final_lr) as its training loop steps
+    it: update k (1-based; the optimizer's iteration count is k - 1) uses
+    ``cosine_annealing(k)`` (:class:`ReferenceCosineDecay`), i.e. ``peak_lr * k / warmup_steps``
+    in the warm-up and ``final_lr`` at update ``total_steps``. Expressed with Keras'
     ``CosineDecay`` so it serialises with the optimizer.
     """
     if total_steps <= warmup_steps:
         raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps}).")
-    return keras.optimizers.schedules.CosineDecay(
+    return ReferenceCosineDecay(
         initial_learning_rate=0.0 if warmup_steps else peak_lr,
         decay_steps=total_steps - warmup_steps,
         alpha=final_lr / peak_lr,

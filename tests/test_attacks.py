@@ -51,6 +51,35 @@ def test_random_start_is_projected_and_seeded(start):
     assert np.abs(a - x).max() > 0
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_unprojected_start_as_the_reference_code(compiled):
+    """project_start=False (the ACL/TRADES code): the first gradient is taken at x + noise even
+    outside [0, 1]; the steps project as usual. With the loss <w, x>, w = +1: from x = 0 and the
+    start -0.05 the step reaches -0.03, projected to 0; the projected start 0 reaches 0.02."""
+    x = np.array([[0.0, 0.5]], np.float32)
+    start = x + np.array([[-0.05, 0.05]], np.float32)
+    seen = []
+
+    def loss(z):
+        seen.append(z)
+        return tf.reduce_sum(z)
+
+    for project_start, expected in [(False, [[0.0, 0.57]]), (True, [[0.02, 0.57]])]:
+        config = PGDConfig(epsilon=0.1, step_size=0.02, steps=1, project_start=project_start)
+        attack = tf.function(pgd_linf, autograph=False) if compiled else pgd_linf
+        seen.clear()
+        out = attack(loss, x, config, x_start=start, unroll=True).numpy()
+        np.testing.assert_allclose(out, expected, atol=1e-6)
+        if not compiled:
+            np.testing.assert_allclose(seen[0].numpy(), start if not project_start else
+                                       [[0.0, 0.55]], atol=1e-7)
+    # The random start too: x + noise, not clipped to [0, 1], still inside the ball.
+    x = np.zeros((2, 4, 4, 3), np.float32)
+    config = PGDConfig(steps=0, project_start=False)
+    out = pgd_linf(lambda z: tf.reduce_sum(z), x, config, seed=tf.constant([1, 2], tf.int64))
+    assert out.numpy().min() < 0 and np.abs(out.numpy()).max() <= 8 / 255 + 1e-7
+
+
 def test_projection():
     x = np.array([0.0, 0.5, 1.0], np.float32)
     out = project(np.array([-0.5, 0.9, 1.2], np.float32), x, 0.1).numpy()

@@ -44,7 +44,7 @@ COMMANDS = {
                        "--signature_name", "--pgd_steps", "--epsilon", "--step_size",
                        "--batch_size", "--seed", "--timeout", "--output"],
                       ["--saved_model", "--epsilon_255", "--step_size_255"]),
-    "import_checkpoint": (["--checkpoint", "--output", "--format", "--state_dict_key",
+    "import_checkpoint": (["--checkpoint", "--model_dir", "--format", "--state_dict_key",
                            "--key_prefix", "--bn", "--export"], []),
 }
 

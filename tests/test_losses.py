@@ -55,6 +55,17 @@ def test_matches_numpy(batch, dim, temperature):
     assert float(acc) == pytest.approx(ref_acc)
 
 
+def test_float64_projections_keep_float64():
+    """Half-precision projections are widened to float32; float64 ones stay float64 (a float64
+    model's loss is then exact to double rounding, as the cross-entropy and TRADES terms)."""
+    rng = np.random.default_rng(3)
+    z_a, z_b = rng.normal(size=(2, 6, 5))
+    loss = nt_xent(tf.constant(z_a), tf.constant(z_b), 0.5)
+    assert loss.dtype == tf.float64
+    np.testing.assert_allclose(float(loss), nt_xent_numpy(z_a, z_b, 0.5)[0], rtol=1e-12)
+    assert nt_xent(tf.constant(z_a, tf.float16), tf.constant(z_b, tf.float16)).dtype == tf.float32
+
+
 def test_scale_invariant_and_graph_mode():
     rng = np.random.default_rng(0)
     z_a, z_b = rng.normal(size=(2, 4, 6)).astype(np.float32)

@@ -106,9 +106,27 @@ def reference_cosine(step, total, peak, final, warmup):
 
 
 def test_warmup_cosine_matches_reference():
+    """The schedule at iteration count i (update i + 1) is the reference's rate of that update:
+    its loop steps the scheduler before each update, so update k uses cosine_annealing(k)."""
     schedule = warmup_cosine(5.0, total_steps=100, warmup_steps=10, final_lr=1e-6)
-    for step in [0, 1, 5, 10, 11, 50, 99, 100]:
-        assert float(schedule(step)) == pytest.approx(reference_cosine(step, 100, 5.0, 1e-6, 10),
-                                                      rel=1e-4, abs=1e-6), step
+    for iteration in [0, 1, 5, 9, 10, 11, 50, 98, 99]:
+        assert float(schedule(iteration)) == pytest.approx(
+            reference_cosine(iteration + 1, 100, 5.0, 1e-6, 10), rel=1e-4, abs=1e-6), iteration
+    assert float(schedule(0)) == pytest.approx(0.5)      # the first update is not wasted at 0
+    assert float(schedule(99)) == pytest.approx(1e-6)    # the last update uses the final rate
+    no_warmup = warmup_cosine(1.0, total_steps=4, warmup_steps=0, final_lr=0.0)
+    assert [float(no_warmup(i)) for i in range(4)] == pytest.approx(
+        [reference_cosine(k, 4, 1.0, 0.0, 0) for k in (1, 2, 3, 4)], abs=1e-6)
     with pytest.raises(ValueError, match="must exceed"):
         warmup_cosine(1.0, total_steps=10, warmup_steps=10)
+
+
+def test_warmup_cosine_survives_serialisation_and_drives_the_optimizer():
+    schedule = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(
+        warmup_cosine(5.0, total_steps=100, warmup_steps=10)))
+    assert type(schedule).__name__ == "ReferenceCosineDecay"
+    assert float(schedule(0)) == pytest.approx(0.5)
+    var = keras.Variable(np.ones([2], np.float32))
+    opt = SGDL2(warmup_cosine(5.0, total_steps=100, warmup_steps=10), momentum=0.0)
+    opt.apply([tf.ones([2])], [var])
+    np.testing.assert_allclose(var.numpy(), 1.0 - 0.5)

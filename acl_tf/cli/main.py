@@ -26,6 +26,7 @@ COMMANDS = {
     "serving_stub": "a TF Serving REST stand-in for a SavedModel",
     "bench": "training-step throughput",
     "study": "the reproduction study (Tables 3-5, Fig. 3) at a chosen scale",
+    "import_checkpoint": "a PyTorch checkpoint of the reference code as acl-tf models",
 }
 
 

@@ -16,7 +16,8 @@ __all__ = [
     "ALPHA_CONVENTIONS", "ARCHITECTURES", "AUTOATTACK_ATTACKS", "AlphaConvention",
     "Architecture", "AutoAttackName", "BENCH_PRECISIONS", "BN_MODES", "BRANCHES", "BnMode",
     "Branch", "CIFAR10C_CORRUPTIONS", "CIFAR10C_SEVERITIES", "Corruption", "DUAL_BN_VARIANTS",
-    "FINETUNE_MODES", "FinetuneMode", "HEAD_LAYERS", "HeadLayers", "OPTIMIZERS",
+    "FINETUNE_MODES", "FinetuneMode", "HEAD_LAYERS", "HeadLayers", "INPUT_NORMALIZATIONS",
+    "InputNormalization", "OPTIMIZERS",
     "OptimizerName", "Precision", "RANDOM_STARTS", "RandomStart", "SCHEDULES", "SELECT_BY",
     "SEMISUP_STEPS", "STRATEGIES", "Schedule", "SelectBy", "SemisupStep", "Severity",
     "Strategy", "Variant", "check_branch", "check_mode", "check_variant",
@@ -36,6 +37,12 @@ ARCHITECTURES = choice_names(Architecture)
 
 HeadLayers = Annotated[Literal[2, 3], Choice("projection-head depth")]
 HEAD_LAYERS = choice_names(HeadLayers)
+
+InputNormalization = Annotated[
+    Literal["cifar10", "imagenet"],
+    Choice("input normalisation", "the per-channel mean/std the encoder subtracts/divides by: "
+                                  "CIFAR-10's, or ImageNet's (what the ACL reference code uses)")]
+INPUT_NORMALIZATIONS = choice_names(InputNormalization)
 
 OptimizerName = Annotated[Literal["lars", "sgd", "adam"], Choice("optimizer")]
 OPTIMIZERS = choice_names(OptimizerName)

@@ -10,6 +10,7 @@ from acl_tf.configs.choices import (
     Architecture,
     BnMode,
     HeadLayers,
+    InputNormalization,
     OptimizerName,
     RandomStart,
     Schedule,
@@ -57,6 +58,8 @@ class ModelConfig(ConfigBase):
     head_layers: HeadLayers = 3
     head_dim: PositiveInt = 512
     sync_bn: bool = False        # all-reduce BN batch statistics across replicas (tf.distribute)
+    # Per-channel mean/std inside the encoder: cifar10, or imagenet (the ACL reference code's).
+    normalization: InputNormalization = "cifar10"
 
 
 @dataclasses.dataclass
@@ -103,6 +106,10 @@ class PGDConfig(ConfigBase):
 
     ``random_start``: ``uniform`` in [-eps, eps] (Madry et al.; ACL pre-training and PGD-20
     evaluation), ``normal`` (x + ``normal_std`` * N(0, 1), the TRADES start) or ``none``.
+    ``project_start``: project the random start onto the ball and [0, 1] before the first step
+    (default). The ACL and TRADES code does not: its first gradient is taken at x + noise even
+    where that leaves [0, 1] (pixels within epsilon of 0 or 1), and only the steps project;
+    ``false`` does the same (the ``*_official`` presets).
     """
 
     epsilon: Probability = 8 / 255            # an L-inf radius in pixel units: [0, 1]
@@ -110,6 +117,7 @@ class PGDConfig(ConfigBase):
     steps: NonNegativeInt = 5
     random_start: RandomStart = "uniform"
     normal_std: Probability = 0.001
+    project_start: bool = True
 
 
 CropScale = Annotated[float, Range(0, 1, low_open=True)]

@@ -19,6 +19,7 @@ A run directory (``--model_dir``) holds:
 ``pseudo_labels.npz``  semi-supervised: the soft pseudo-labels of every training image
 ``teacher/``, ``student/``  semi-supervised: the two training runs, each a run directory
 ``linear_separability.{json,md}``  linear evaluation: one row per protocol (runs in sub-folders)
+``imported.json``      an imported PyTorch checkpoint: its source, layout and what was read
 =====================  ==========================================================================
 
 Library code, command lines and pipeline components name these files through the constants
@@ -68,6 +69,7 @@ TEACHER = "teacher"
 STUDENT = "student"
 LINEAR_SUMMARY = "linear_separability.json"
 LINEAR_TABLE = "linear_separability.md"
+IMPORTED = "imported.json"
 
 CHECKPOINT_STATE = "checkpoint"     # TensorFlow's state file (tf.train.latest_checkpoint reads it)
 CHECKPOINT_PREFIX = "ckpt"          # checkpoint N is checkpoints/ckpt-N.{index,data-*}

@@ -36,6 +36,12 @@ from acl_tf.models.init import KaimingNormalFanOut
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+#: What the ACL reference ResNet-18s normalise with (``resnet_multi_bn.py`` / ``resnet.py``).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ``model.normalization`` name -> (mean, std).
+NORMALIZATIONS = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD),
+                  "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
 
 #: The layout of new models: symmetric padding of the stride-2 3x3 convolutions (PyTorch's).
 LAYOUT_VERSION = 2

@@ -99,7 +99,8 @@ def load_encoder(config):
     dual = config.model.bn != "single"
     logging.info("random init (RI): %s width %d, %s BN", config.model.arch, config.model.width,
                  "dual" if dual else "single")
-    return build_encoder(config.model.arch, config.model.width, dual_bn=dual)
+    return build_encoder(config.model.arch, config.model.width, dual_bn=dual,
+                         normalization=config.model.normalization)
 
 
 def build_classifier(config, branch: str, freeze_encoder: bool = False) -> Classifier:

@@ -34,7 +34,8 @@ def build_pretrainer(config: PretrainConfig) -> ACLPretrainer:
     """Encoder + head + variant, not yet compiled (build it inside the strategy's scope)."""
     dual = config.dual_bn
     encoder = build_encoder(config.model.arch, config.model.width, dual_bn=dual,
-                            sync_bn=config.model.sync_bn)
+                            sync_bn=config.model.sync_bn,
+                            normalization=config.model.normalization)
     head = ProjectionHead(config.model.head_dim, config.model.head_dim,
                           num_layers=config.model.head_layers, dual_bn=dual, name="head")
     if config.model.sync_bn:
