@@ -260,6 +260,18 @@ def running_stats(model, bn_index=None) -> dict:
     return out
 
 
+def step_outputs(model, weights: dict, numpy_dtype) -> dict:
+    """What one training step of ``model`` leaves (its gradients, the update of every weight
+    from ``weights`` and the BN running statistics), packed for the fixture."""
+    keys = list(weights)
+    grads = {k: p.grad.numpy() for k, p in model.named_parameters()}
+    after = state_of(model)
+    update = {k: after[k].astype(np.float64) - weights[k] for k in grads}
+    return {**ph.pack("grad", grads, keys, numpy_dtype),
+            **ph.pack("update", update, keys, numpy_dtype),
+            **ph.pack("stats", running_stats(model), keys, numpy_dtype)}
+
+
 def draw(out: dict, name: str, kind: str, seed: int, shape) -> np.ndarray:
     """Input ``name`` drawn from ``seed`` (``parity_helpers.draw_input``); its description (not
     its values) goes into ``out``."""
@@ -374,13 +386,7 @@ def _simclr_step(ref: Reference, bn_names, seed, start_seed, dtype=torch.float32
             loss = ref.simclr["train"](loader, model, optimizer, scheduler, 1, _Log(), 10)
     finally:
         ref.simclr["PGD_contrastive"] = pgd
-    keys = list(weights)
-    grads = {k: p.grad.numpy() for k, p in model.named_parameters()}
-    after = state_of(model)
-    update = {k: after[k].astype(np.float64) - weights[k] for k in grads}
-    out.update(ph.pack("grad", grads, keys, numpy_dtype))
-    out.update(ph.pack("update", update, keys, numpy_dtype))
-    out.update(ph.pack("stats", running_stats(model), keys, numpy_dtype))
+    out.update(step_outputs(model, weights, numpy_dtype))
     out.update(loss=np.float64(loss), lr=np.float64(optimizer.param_groups[0]["lr"]),
                epochs=np.int64(args.epochs), base_lr=np.float64(args.lr),
                dtype=np.array(np.dtype(numpy_dtype).name))
@@ -458,13 +464,7 @@ def vector_trades_step(ref: Reference, dtype=torch.float32) -> dict:
     finally:
         ref.finetune["trades_loss"] = trades_loss
         hook.remove()
-    keys = list(weights)
-    grads = {k: p.grad.numpy() for k, p in model.named_parameters()}
-    after = state_of(model)
-    update = {k: after[k].astype(np.float64) - weights[k] for k in grads}
-    out.update(ph.pack("grad", grads, keys, numpy_dtype))
-    out.update(ph.pack("update", update, keys, numpy_dtype))
-    out.update(ph.pack("stats", running_stats(model), keys, numpy_dtype))
+    out.update(step_outputs(model, weights, numpy_dtype))
     out.update(y=y, x_adv=inputs[1].numpy(), loss=np.float64(losses[0]),
                lr=np.float64(optimizer.param_groups[0]["lr"]), beta=np.float64(args.beta),
                steps=np.int64(args.num_steps_train), dtype=np.array(np.dtype(numpy_dtype).name))
