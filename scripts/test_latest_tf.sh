@@ -8,20 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-find_python() {
-  if [ -n "${PYTHON312:-}" ]; then echo "$PYTHON312"; return; fi
-  if python3.12 --version >/dev/null 2>&1; then echo python3.12; return; fi
-  for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 \
-                   /usr/bin/python3.12 /usr/local/bin/python3.12; do
-    if [ -x "$candidate" ]; then echo "$candidate"; return; fi
-  done
-  echo "error: Python 3.12 not found; set PYTHON312=/path/to/python3.12" >&2
-  exit 1
-}
+source scripts/find_python.sh
 
 is_312() { "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; }
 
-PY=$(find_python)
+PY=$(find_python 3.12 PYTHON312)
 is_312 "$PY" || { echo "error: $PY is not Python 3.12" >&2; exit 1; }
 echo "using $("$PY" --version) at $(command -v "$PY" || echo "$PY")"
 
