@@ -21,12 +21,12 @@ from typing import Iterable, Optional
 
 from acl_tf.core.errors import ConfigError
 
-__all__ = ["SAMPLE_PREFIX", "SAMPLE_ROOT", "expand_sample", "looks_like_path",
+__all__ = ["GLOB_CHARS", "SAMPLE_PREFIX", "SAMPLE_ROOT", "expand_sample", "looks_like_path",
            "resolve_location", "sample_dir", "sample_names"]
 
 SAMPLE_PREFIX = "sample:"
 SAMPLE_ROOT = Path(__file__).resolve().parents[1] / "data" / "sample"
-_GLOB_CHARS = "*?["
+GLOB_CHARS = "*?["
 _TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec", ".gz")
 
 
@@ -58,7 +58,7 @@ def expand_sample(value):
 def looks_like_path(text: str) -> bool:
     """Whether a string can only name files (rather than a TFDS dataset such as ``cifar10`` or
     ``cifar10_corrupted/fog_1``): explicitly relative or absolute, a glob, a list or a TFRecord."""
-    if any(c in text for c in _GLOB_CHARS + ","):
+    if any(c in text for c in GLOB_CHARS + ","):
         return True
     if text.startswith(("/", "./", "../", "~", ".\\", "..\\")) or os.path.isabs(text):
         return True
@@ -71,7 +71,7 @@ def _is_url(text: str) -> bool:
 
 
 def _exists(path: str) -> bool:
-    if any(c in path for c in _GLOB_CHARS):
+    if any(c in path for c in GLOB_CHARS):
         return bool(glob.glob(path))
     return os.path.exists(path)
 

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from acl_tf.core.errors import ConfigError, DataError  # noqa: F401 (DataError re-exported)
-from acl_tf.core.paths import expand_sample, looks_like_path
+from acl_tf.core.paths import GLOB_CHARS, expand_sample, looks_like_path
 
 __all__ = [
     "DataError",
@@ -45,7 +45,6 @@ __all__ = [
 
 DEFAULT_NUM_CLASSES = 10
 _BATCH = 1024
-_GLOB_CHARS = "*?["
 
 
 @dataclasses.dataclass
@@ -169,7 +168,7 @@ def _resolve_files(source, split: str) -> list:
     files = []
     for part in parts:
         part = os.path.expanduser(part)
-        if any(c in part for c in _GLOB_CHARS):
+        if any(c in part for c in GLOB_CHARS):
             matched = sorted(f for f in glob.glob(part) if os.path.isfile(f))
             if not matched:
                 raise DataError(f"no files match {part!r}")
