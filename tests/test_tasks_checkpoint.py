@@ -1,9 +1,12 @@
 """Checkpoints keyed by variable path (acl_tf.tasks.checkpoint): round trip, the check against the
-model before a restore, the legacy positional layout, corrupt files and atomic saves."""
+model before a restore, the legacy positional layout, the encoder layout recorded beside the
+checkpoints, corrupt files and atomic saves."""
 
+import json
 import logging
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,7 +14,9 @@ from tiny_keras import tiny_model, truncate, weights_of, write_legacy_run
 
 from acl_tf.core import run_dir as rd
 from acl_tf.core.errors import CheckpointError, RunDirError
+from acl_tf.models import ResNet18
 from acl_tf.tasks import checkpoint as ck
+from acl_tf.tasks.fit import fit_epochs
 
 
 @pytest.fixture(autouse=True)
@@ -194,6 +199,125 @@ def test_legacy_checkpoint_with_another_variable_count_is_refused(tmp_path):
                         epoch=epoch).write(str(rd.checkpoint_prefix(tmp_path, 1)))
     with pytest.raises(CheckpointError, match="holds 7 model variables, the model has 8"):
         saver_for(tiny_model(), tmp_path)[0].restore_latest(tmp_path)
+
+
+# -- the encoder layout ----------------------------------------------------------------------------
+class WithEncoder(keras.Model):
+    """A width-2 single-BN ResNet-18 of layout ``layout_version`` and a Dense head."""
+
+    def __init__(self, layout_version, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = ResNet18(width=2, dual_bn=False, layout_version=layout_version)
+        self.head = keras.layers.Dense(1, name="head")
+
+    def call(self, x, training=False):
+        return self.head(self.encoder(x, training=training))
+
+
+def encoder_model(layout_version=2, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = WithEncoder(layout_version)
+    model(np.zeros((2, 8, 8, 3), np.float32))
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="mse")
+    return model
+
+
+def images(epoch):
+    rng = np.random.default_rng(epoch)
+    x = rng.random((16, 8, 8, 3), dtype=np.float32)
+    return tf.data.Dataset.from_tensor_slices((x, x.mean(axis=(1, 2, 3))[:, None])).batch(8)
+
+
+def test_the_encoder_layout_of_a_model():
+    assert ck.encoder_layout(encoder_model(2)) == 2
+    assert ck.encoder_layout(encoder_model(1)) == 1
+    assert ck.encoder_layout(tiny_model()) is None
+
+
+def test_every_save_records_the_encoder_layout(tmp_path):
+    saver_for(encoder_model(), tmp_path)[0].save(1)
+    assert json.loads(rd.encoder_layout_file(tmp_path).read_text()) == {"layout_version": 2}
+    assert rd.read_encoder_layout(tmp_path) == 2
+    saver_for(tiny_model(), tmp_path / "tiny")[0].save(1)       # no encoder, nothing to record
+    assert not rd.encoder_layout_file(tmp_path / "tiny").exists()
+    assert rd.read_encoder_layout(tmp_path / "tiny") is None
+
+
+def test_a_checkpoint_of_another_layout_is_refused(tmp_path):
+    saver_for(encoder_model(1), tmp_path)[0].save(1)
+    with pytest.raises(CheckpointError, match=r"computed with encoder layout_version 1 \(recorded "
+                                              r"in .*has layout_version 2.*cannot resume a "
+                                              r"layout-1 run"):
+        saver_for(encoder_model(2), tmp_path)[0].restore_latest(tmp_path)
+    assert saver_for(encoder_model(1, seed=3), tmp_path)[0].restore_latest(tmp_path) == 1
+    saver_for(encoder_model(2), tmp_path / "new")[0].save(1)
+    with pytest.raises(CheckpointError, match="layout_version 2 .* has layout_version 1.*same "
+                                              "config and encoder file"):
+        saver_for(encoder_model(1), tmp_path / "new")[0].restore_latest(tmp_path / "new")
+
+
+def test_checkpoints_without_a_layout_record_need_one_for_a_layout_2_model(tmp_path):
+    old = encoder_model(2)
+    saver, epoch = saver_for(old, tmp_path)
+    perturb(old, 1)
+    epoch.assign(1)
+    saver.save(1)
+    rd.encoder_layout_file(tmp_path).unlink()      # as an acl-tf without the record left them
+    model = encoder_model(2, seed=4)
+    with pytest.raises(CheckpointError, match="do not record their encoder layout") as err:
+        saver_for(model, tmp_path)[0].restore_latest(tmp_path)
+    record = rd.encoder_layout_file(tmp_path)
+    assert f'write {{"layout_version": 2}} to {record}' in str(err.value)
+    rd.write_encoder_layout(tmp_path, 2)           # what the error tells the user to do
+    assert saver_for(model, tmp_path)[0].restore_latest(tmp_path) == 1
+    for a, b in zip(all_values(old), all_values(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoints_without_a_layout_record_resume_into_a_layout_1_model(tmp_path):
+    saver_for(encoder_model(1), tmp_path)[0].save(1)
+    rd.encoder_layout_file(tmp_path).unlink()
+    saver, _ = saver_for(encoder_model(1, seed=2), tmp_path)
+    assert saver.restore_latest(tmp_path) == 1
+    saver.save(2)
+    assert rd.read_encoder_layout(tmp_path) == 1
+
+
+def test_legacy_positional_checkpoints_are_layout_1(tmp_path):
+    old = encoder_model(1)
+    old.optimizer.build(old.trainable_variables)
+    tf.train.Checkpoint(weights=list(old.weights), optimizer_variables=list(
+        old.optimizer.variables), epoch=tf.Variable(1, dtype=tf.int64)).write(
+        str(rd.checkpoint_prefix(tmp_path, 1)))
+    with pytest.raises(CheckpointError, match="layout_version 1 \\(its legacy positional format "
+                                              "is older than layout_version 2\\)"):
+        saver_for(encoder_model(2), tmp_path)[0].restore_latest(tmp_path)
+    assert saver_for(encoder_model(1, seed=1), tmp_path)[0].restore_latest(tmp_path) == 1
+
+
+def test_an_unreadable_layout_record_is_an_error(tmp_path):
+    saver_for(encoder_model(), tmp_path)[0].save(1)
+    rd.encoder_layout_file(tmp_path).write_text('{"layout_version": "2"}')
+    with pytest.raises(RunDirError, match="encoder_layout.json cannot be read"):
+        saver_for(encoder_model(), tmp_path)[0].restore_latest(tmp_path)
+
+
+def test_resuming_a_run_older_than_the_layout_record(tmp_path):
+    """A small run whose record is deleted (a run directory of an acl-tf that did not write it)
+    is not resumed into the layout-2 model; with the layout recorded it resumes and goes on."""
+    def fit(model, epochs, resume=False):
+        return fit_epochs(model, images, model_dir=tmp_path, epochs=epochs, steps_per_epoch=2,
+                          images_per_step=8, verbose=0, resume=resume)
+
+    fit(encoder_model(), 1)
+    assert rd.read_encoder_layout(tmp_path) == 2
+    rd.encoder_layout_file(tmp_path).unlink()
+    with pytest.raises(CheckpointError, match="do not record their encoder layout"):
+        fit(encoder_model(seed=1), 2, resume=True)
+    assert rd.checkpoint_numbers(tmp_path) == [1]
+    rd.write_encoder_layout(tmp_path, 2)
+    history = fit(encoder_model(seed=1), 2, resume=True)
+    assert [h["epoch"] for h in history] == [1, 2] and rd.checkpoint_numbers(tmp_path) == [1, 2]
 
 
 # -- corrupt files ----------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ A run directory (``--model_dir``) holds:
 =====================  ==========================================================================
 ``config.json``        the resolved, typed config of the run (written first)
 ``checkpoints/``       one checkpoint per epoch (``ckpt-N.index`` + ``ckpt-N.data-*``, N = the
-                       epoch), the last few kept, and TensorFlow's ``checkpoint`` state file
+                       epoch), the last few kept, TensorFlow's ``checkpoint`` state file and
+                       ``encoder_layout.json``: ``{"layout_version": N}``, the encoder layout
+                       (:mod:`acl_tf.models.resnet`) the checkpoints were computed with
 ``logs/``              TensorBoard summaries
 ``history.json``       one entry per finished epoch
 ``training_curves.png``  the history, redrawn every epoch
@@ -72,6 +74,7 @@ LINEAR_TABLE = "linear_separability.md"
 IMPORTED = "imported.json"
 
 CHECKPOINT_STATE = "checkpoint"     # TensorFlow's state file (tf.train.latest_checkpoint reads it)
+ENCODER_LAYOUT = "encoder_layout.json"   # in checkpoints/: the encoder layout_version of the run
 CHECKPOINT_PREFIX = "ckpt"          # checkpoint N is checkpoints/ckpt-N.{index,data-*}
 TEMP_MARK = "_temp"                 # ckpt-N_temp*: a save in progress (TF's own and ours)
 
@@ -135,6 +138,35 @@ def write_checkpoint_state(run_dir, numbers) -> None:
     lines = [f'model_checkpoint_path: "{checkpoint_name(numbers[-1])}"']
     lines += [f'all_model_checkpoint_paths: "{checkpoint_name(n)}"' for n in numbers]
     write_text_atomic(checkpoints_dir(run_dir) / CHECKPOINT_STATE, "\n".join(lines) + "\n")
+
+
+def encoder_layout_file(run_dir) -> Path:
+    """``run_dir/checkpoints/encoder_layout.json``: the encoder layout of the run's checkpoints."""
+    return checkpoints_dir(run_dir) / ENCODER_LAYOUT
+
+
+def read_encoder_layout(run_dir) -> Optional[int]:
+    """The encoder ``layout_version`` recorded beside the checkpoints of ``run_dir``; None when
+    none is recorded (checkpoints of an acl-tf that did not record it, or of a model without an
+    encoder). A file that cannot be read is a :class:`RunDirError`."""
+    path = encoder_layout_file(run_dir)
+    if not path.exists():
+        return None
+    try:
+        value = json.loads(path.read_text())["layout_version"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"layout_version {value!r} is not an integer")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunDirError(f"{path} cannot be read ({err!r}): it should hold "
+                          '{"layout_version": N}, the encoder layout the run\'s checkpoints were '
+                          "computed with.") from err
+    return value
+
+
+def write_encoder_layout(run_dir, layout_version: int) -> None:
+    """Records (atomically) the encoder ``layout_version`` of the run's checkpoints."""
+    write_text_atomic(encoder_layout_file(run_dir),
+                      json.dumps({"layout_version": int(layout_version)}) + "\n")
 
 
 def remove_checkpoint(run_dir, number: int) -> None:

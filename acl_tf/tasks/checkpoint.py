@@ -25,6 +25,25 @@ warning that names the legacy layout; the run's next checkpoint is written by pa
 them would throw away finished epochs of the very same model; the count and shape check catches
 a different architecture, and the variable order of an unchanged model is deterministic.)
 
+The encoder layout (``layout_version`` of :mod:`acl_tf.models.resnet`: the padding of the
+stride-2 convolutions) is not a variable, so the checkpoints could not tell it: a run trained in
+one layout would restore into the other without error and silently compute other features.
+Every save therefore records the model's layout beside the checkpoints
+(``checkpoints/encoder_layout.json``, :func:`acl_tf.core.run_dir.write_encoder_layout`), and a
+restore into a model of another layout is a :class:`CheckpointError`. Checkpoints without that
+record were written by an acl-tf that did not keep it:
+
+* those in the legacy positional layout predate ``layout_version`` 2, so they are layout 1;
+* a layout-1 model restores them: acl-tf builds one only from a ``.keras`` file of that layout
+  (fine-tuning from an old encoder), and checkpoints of such a run are layout 1 whichever acl-tf
+  wrote them (a resume must build its model from the same config and file);
+* a layout-2 model refuses them: they may be either layout (layout 2 came before the record),
+  and the error says how to record the layout the run was started with.
+
+Pre-training rebuilds a resumed run in the layout :func:`run_layout` finds (recorded, or 1 for
+legacy positional checkpoints); other models are built in layout 2 unless they start from a
+layout-1 encoder file, and a mismatch is refused rather than continued in the other layout.
+
 A corrupt or truncated checkpoint (unreadable index, data shorter than the index says, a
 checksum mismatch) is skipped for the one before it, with a warning naming the bad file; when
 none is left that is a :class:`CheckpointError`. Saves are atomic: the checkpoint is written into
@@ -46,6 +65,7 @@ from absl import logging
 
 from acl_tf.core import run_dir as rd
 from acl_tf.core.errors import CheckpointError
+from acl_tf.models.resnet import LAYOUT_VERSION, LEGACY_LAYOUT_VERSION
 
 MODEL = "model_variables"
 OPTIMIZER = "optimizer_state"
@@ -136,6 +156,17 @@ def _shape(variable) -> Tuple[int, ...]:
     return tuple(int(d) for d in variable.shape)
 
 
+def encoder_layout(model: keras.Model) -> Optional[int]:
+    """The ``layout_version`` of the encoder in ``model`` (:mod:`acl_tf.models.resnet`), None
+    for a model without one."""
+    versions = {layer.layout_version for layer in model._flatten_layers(include_self=True)
+                if isinstance(getattr(layer, "layout_version", None), int)}
+    if len(versions) > 1:
+        raise CheckpointError(f"{model.name} mixes encoder layouts {sorted(versions)}: its "
+                              "checkpoints could not record which one it computes with.")
+    return versions.pop() if versions else None
+
+
 # -- the checkpoint of a model -----------------------------------------------------------------
 class ModelCheckpoint:
     """The variables of a compiled Keras model (and its optimizer) as one checkpoint.
@@ -157,6 +188,7 @@ class ModelCheckpoint:
         # place (inside the model's strategy, so that they are mirrored like the weights).
         with model.distribute_strategy.scope():
             model.optimizer.build(model.trainable_variables)
+        self.layout = encoder_layout(model)
         self.weights = list(model.weights)
         self.optimizer_variables = list(model.optimizer.variables)
         self.weight_paths = variable_paths(self.weights, model.name)
@@ -251,6 +283,51 @@ class ModelCheckpoint:
         if f"{EPOCH}{_VALUE}" not in shapes:
             raise CheckpointError(f"{prefix}.index has no epoch counter ({EPOCH}).")
 
+    def check_layout(self, prefix, legacy: bool = False) -> None:
+        """Raises :class:`CheckpointError` unless checkpoint ``prefix`` (``legacy``: in the
+        positional layout) was computed with the model's encoder layout (module docstring)."""
+        if self.layout is None:
+            return
+        run_dir = Path(prefix).parent.parent
+        record = rd.encoder_layout_file(run_dir)
+        recorded = rd.read_encoder_layout(run_dir)
+        if recorded is None and legacy:
+            recorded, source = LEGACY_LAYOUT_VERSION, (
+                "its legacy positional format is older than layout_version "
+                f"{LAYOUT_VERSION}")
+        else:
+            source = f"recorded in {record}"
+        if recorded == self.layout or (recorded is None
+                                       and self.layout == LEGACY_LAYOUT_VERSION):
+            return
+        same = ("Both layouts have the same variables, so the restore would succeed and the run "
+                "would silently go on computing other features than it trained with")
+        if recorded is None:
+            raise CheckpointError(
+                f"{prefix}: the run's checkpoints do not record their encoder layout ({record} "
+                "is missing): they were written by an acl-tf that did not record it, in "
+                f"layout_version {LEGACY_LAYOUT_VERSION} (before acl-tf matched PyTorch's "
+                f"padding) or {LAYOUT_VERSION} (this model's). {same} if it was layout "
+                f"{LEGACY_LAYOUT_VERSION}. If the run was started by an acl-tf whose encoders "
+                f'record layout_version {LAYOUT_VERSION} (its .keras files hold '
+                f'"layout_version": {LAYOUT_VERSION}), write {{"layout_version": '
+                f"{LAYOUT_VERSION}}} to {record} and resume again; if it was started before, "
+                "this acl-tf cannot resume it (it builds new models in layout "
+                f"{LAYOUT_VERSION}): start a new run in another --model_dir.")
+        if recorded == LEGACY_LAYOUT_VERSION and self.layout == LAYOUT_VERSION:
+            advice = (f"acl-tf pretrain --resume rebuilds a layout-{LEGACY_LAYOUT_VERSION} run in "
+                      "its layout; other models are built in layout "
+                      f"{LAYOUT_VERSION} unless they start from an encoder file of layout "
+                      f"{LEGACY_LAYOUT_VERSION} (the weights cannot be converted): resume with "
+                      "the command and encoder the run started from, or start a new run in "
+                      "another --model_dir")
+        else:
+            advice = ("resume with the encoder the run started from (the same config and "
+                      "encoder file) or choose another --model_dir")
+        raise CheckpointError(
+            f"{prefix} was computed with encoder layout_version {recorded} ({source}), but the "
+            f"model to restore it into has layout_version {self.layout}. {same}; {advice}.")
+
     # -- restore -----------------------------------------------------------------------------------
     def _legacy_checkpoint(self) -> tf.train.Checkpoint:
         return tf.train.Checkpoint(**{LEGACY_MODEL: list(self.weights),
@@ -268,6 +345,7 @@ class ModelCheckpoint:
         except (tf.errors.OpError, ValueError, IndexError, OSError) as err:
             raise _Unreadable(f"{prefix}.index", err) from err
         legacy = self.check(prefix, shapes)
+        self.check_layout(prefix, legacy)
         try:
             for key in shapes:
                 reader.get_tensor(key)
@@ -320,6 +398,8 @@ class ModelCheckpoint:
         staging = folder / f"{name}{rd.TEMP_MARK}_save"
         shutil.rmtree(staging, ignore_errors=True)
         self.checkpoint.write(str(staging / name))
+        if self.layout is not None:   # before the index: no checkpoint without its layout
+            rd.write_encoder_layout(self.run_dir, self.layout)
         # An existing checkpoint of that number (one found corrupt) disappears first, index first.
         rd.remove_checkpoint(self.run_dir, number)
         for data in sorted(staging.glob(f"{name}.data-*")):
@@ -342,3 +422,21 @@ class _Unreadable(Exception):
     def __init__(self, file: str, cause: BaseException):
         super().__init__(f"{file}: {cause}")
         self.file, self.cause = file, cause
+
+
+def run_layout(run_dir) -> Optional[int]:
+    """The encoder layout a resumed run must be built in: the one recorded beside its
+    checkpoints, :data:`LEGACY_LAYOUT_VERSION` for a run whose latest checkpoint is in the
+    legacy positional format (older than layout 2), None when neither says (build the current
+    layout; :meth:`ModelCheckpoint.check_layout` then decides)."""
+    recorded = rd.read_encoder_layout(run_dir)
+    if recorded is not None:
+        return recorded
+    latest = rd.latest_checkpoint(run_dir)
+    if latest is None:
+        return None
+    try:
+        keys = tf.train.load_checkpoint(str(latest)).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError, IndexError, OSError):
+        return None      # unreadable: the restore reports it (or falls back past it)
+    return LEGACY_LAYOUT_VERSION if any(_LEGACY_KEY.match(k) for k in keys) else None
