@@ -10,6 +10,8 @@ import tensorflow as tf
 
 from acl_tf import distribute
 from acl_tf.configs import ALPHA_CONVENTIONS
+from acl_tf.configs.choices import AirDivergence
+from acl_tf.configs.fields import check_choice
 
 
 def nt_xent(z_a, z_b, temperature: float = 0.5, return_accuracy: bool = False):
@@ -170,6 +172,112 @@ def nt_xent_cross_replica(z_a, z_b, temperature: float = 0.5, return_accuracy: b
     all_a, all_b = distribute.all_gather([z_a, z_b], axis=0)
     offset = distribute.replica_id() * tf.shape(z_a)[0]
     return nt_xent_global(z_a, z_b, all_a, all_b, offset, temperature, return_accuracy)
+
+
+# -- AIR's invariance regularisers (Xu et al., NeurIPS 2023) -------------------------------------
+def air_regularizers(z_i, z_j, z_orig, z_i_adv, z_j_adv, temperature: float = 0.5,
+                     divergence: str = "reference"):
+    """AIR's standard and adversarial invariant regularisers ``(sir, air)`` of a batch.
+
+    The inputs are the projections of N images: two clean views ``z_i``, ``z_j``, the original
+    image ``z_orig`` and the adversarial views ``z_i_adv``, ``z_j_adv``, each [N, D]. Every row is
+    first L2-normalised as ``F.normalize`` does (``x / max(||x||, 1e-12)``). With ``t`` the
+    temperature and ``<x, y>`` the per-image dot product (the diagonal of ``x y^T``, one number
+    per image), five length-N logit vectors enter, and every softmax is taken *over the batch*
+    (the distribution of an image's similarity among the N images' similarities)::
+
+        a   = <z_i, z_orig> / t             b   = <z_j, z_orig> / t
+        u_i = <z_i_adv, z_i> / t            v_i = <z_i_adv, z_orig> / t
+        u_j = <z_j_adv, z_j> / t            v_j = <z_j_adv, z_orig> / t
+        p_i = softmax(a), p_j = softmax(b)
+        c_i = softmax(u_i) * softmax(v_i),  c_j = softmax(u_j) * softmax(v_j)   (elementwise)
+
+    ``divergence="reference"`` is what the authors' code (GodXuxilie/Enhancing_ACL_via_AIR,
+    ``AIR.py``) computes: ``F.kl_div(input, target, log_target=True, reduction="sum")``, i.e.
+    ``sum_k exp(target_k) * (target_k - input_k)``, called with *probabilities* as ``input``
+    where ``kl_div`` expects log-probabilities, and with the unnormalised products c::
+
+        sir = sum_k p_j,k * (log p_j,k - p_i,k)   (= -H(p_j) - <p_j, p_i>)
+        air = sum_k c_j,k * (log c_j,k - c_i,k)
+
+    These are not divergences: they are not 0 for equal distributions (identical views give
+    ``sir = -H(p) - sum_k p_k^2``, ``-log N - 1/N`` when p is uniform) and can be negative. Here
+    ``log c_j`` is taken as ``log_softmax(u_j) + log_softmax(v_j)``, equal to the reference's
+    ``log(c_j)`` but without underflow to ``log 0``.
+
+    ``divergence="kl"`` is what the paper's formulas mean, in the reference's direction
+    (``kl_div(input, target)`` is KL(target || exp(input)), and the code's target is the j
+    view): proper KL divergences of log-probabilities, with the products renormalised to
+    distributions (``c / sum(c)``, which is ``softmax(u + v)``)::
+
+        sir = KL(p_j || p_i) = sum_k p_j,k * (log p_j,k - log p_i,k)
+        air = KL(c_j / sum c_j || c_i / sum c_i)
+
+    Both are >= 0 and 0 for identical views. Renormalising is needed for ``air`` to be a
+    divergence at all (the unnormalised KL has no fixed sign); it changes ``air`` itself, not
+    just its scale, since the two normalisers differ.
+
+    Both terms are sums over the batch (not means over examples), as ``reduction="sum"``.
+    Gradients flow into all five inputs (nothing is detached, as in the reference).
+
+    Under ``tf.distribute`` with R > 1 replicas, called in replica context (``train_step``,
+    ``strategy.run``) with this replica's rows of the global batch: every replica computes its
+    rows of the six logit vectors, all-gathers them (one collective,
+    :func:`acl_tf.distribute.all_gather`), and returns the regularisers of the *global* batch of
+    N = R * n images; every replica returns the same values. So, as for
+    :func:`nt_xent_cross_replica`, the mean over replicas equals the single-device value of the
+    global batch, value and gradient: a train step adds ``lambda1 * sir + lambda2 * air`` to its
+    per-replica loss and divides the total by the number of replicas before Keras sums the
+    gradients over replicas (the all-gather's gradient hands each replica the global gradient
+    of its own rows). The values do not depend on how the images are ordered, so the gather
+    only needs each replica to hold the five projections of the same images. With one replica
+    (or no strategy) nothing is gathered.
+
+    Args:
+        z_i, z_j, z_orig, z_i_adv, z_j_adv: float [n, D] (need not be normalised), row k of each
+            from the same image.
+        temperature: t > 0 (0.5 in AIR).
+        divergence: ``"reference"`` or ``"kl"`` (see above).
+
+    Returns:
+        ``(sir, air)``, scalars: float32, or float64 when ``z_i`` is float64 (the other inputs
+        are cast to ``z_i``'s dtype, half precision being widened to float32).
+
+    Raises:
+        ValueError: for a temperature that is not positive or an unknown ``divergence`` (a
+            :class:`~acl_tf.core.errors.ConfigError`).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}.")
+    divergence = check_choice(AirDivergence, divergence, "divergence")
+    dtype = _wide(z_i).dtype
+
+    def normalize(z):
+        # epsilon bounds the squared norm: max(||z||^2, 1e-24) = max(||z||, 1e-12)^2.
+        return tf.math.l2_normalize(tf.cast(_wide(z), dtype), axis=1, epsilon=1e-24)
+
+    zi, zj, zo, zi_adv, zj_adv = map(normalize, (z_i, z_j, z_orig, z_i_adv, z_j_adv))
+
+    def logits(x, y):
+        return tf.reduce_sum(x * y, axis=1) / temperature
+
+    local = tf.stack([logits(zi, zo), logits(zj, zo), logits(zi_adv, zi), logits(zi_adv, zo),
+                      logits(zj_adv, zj), logits(zj_adv, zo)], axis=1)       # [n, 6]
+    everything = distribute.all_gather(local, axis=0)                         # [N, 6]
+    a, b, u_i, v_i, u_j, v_j = tf.unstack(everything, num=6, axis=1)
+    log_p_i = tf.nn.log_softmax(a)
+    log_p_j = tf.nn.log_softmax(b)
+    if divergence == "reference":
+        log_c_i = tf.nn.log_softmax(u_i) + tf.nn.log_softmax(v_i)
+        log_c_j = tf.nn.log_softmax(u_j) + tf.nn.log_softmax(v_j)
+        sir = tf.reduce_sum(tf.exp(log_p_j) * (log_p_j - tf.exp(log_p_i)))
+        air = tf.reduce_sum(tf.exp(log_c_j) * (log_c_j - tf.exp(log_c_i)))
+    else:
+        log_c_i = tf.nn.log_softmax(u_i + v_i)
+        log_c_j = tf.nn.log_softmax(u_j + v_j)
+        sir = tf.reduce_sum(tf.exp(log_p_j) * (log_p_j - log_p_i))
+        air = tf.reduce_sum(tf.exp(log_c_j) * (log_c_j - log_c_i))
+    return sir, air
 
 
 # -- Semi-supervised adversarial training (reference section 4) ----------------------------------

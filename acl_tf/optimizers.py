@@ -103,6 +103,62 @@ def warmup_cosine(peak_lr: float, total_steps: int, warmup_steps: int, final_lr:
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")
+class ReferenceEpochCosineDecay(keras.optimizers.schedules.CosineDecay):
+    """Keras' ``CosineDecay`` in epoch units, constant within an epoch, as the DynACL code steps
+    its schedule.
+
+    ``train_DynACL.py`` builds its ``LambdaLR`` with ``cosine_annealing(step, epochs, ...,
+    warmup_steps=10)`` (``utils.py``) and calls ``scheduler.step()`` once, at the end of each
+    epoch, so epoch e (1-based) trains at ``cosine_annealing(e - 1)``. That ``cosine_annealing``
+    warms up as ``(step + 1) / warmup_steps``, one step ahead of ACL's ``step / warmup_steps``,
+    while its cosine part starts at ``step = warmup_steps``. With ``i = e - 1`` the number of
+    completed epochs (the optimizer's iteration count // ``steps_per_epoch``) this schedule is
+    ``CosineDecay(i + 1)`` during the warm-up (``i < warmup_steps``) and ``CosineDecay(i)`` after
+    it, ``warmup_steps`` and ``decay_steps`` counted in epochs: the rate rises to the peak at epoch
+    W (= ``warmup_steps``), stays there for epoch W + 1 (the cosine's start), and the last epoch
+    E trains at the cosine's value at ``(E - 1 - W) / (E - W)``, above the final rate, which only an
+    epoch E + 1 would reach.
+    """
+
+    def __init__(self, *args, steps_per_epoch: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        if int(steps_per_epoch) < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
+        self.steps_per_epoch = int(steps_per_epoch)
+
+    def __call__(self, step):
+        epoch = ops.floor_divide(ops.cast(step, "int64"), self.steps_per_epoch)
+        if self.warmup_target is not None:
+            epoch = ops.where(epoch < self.warmup_steps, epoch + 1, epoch)
+        return super().__call__(epoch)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(steps_per_epoch=self.steps_per_epoch)
+        return config
+
+
+def epoch_warmup_cosine(peak_lr: float, epochs: int, warmup_epochs: int, steps_per_epoch: int,
+                        final_lr: float = 1e-6):
+    """DynACL's per-epoch schedule: linear warm-up over ``warmup_epochs`` and cosine to
+    ``final_lr`` over ``epochs``, the rate fixed within each epoch of ``steps_per_epoch`` updates
+    (:class:`ReferenceEpochCosineDecay`). Epoch e (1-based) trains at the DynACL code's
+    ``cosine_annealing(e - 1, epochs, peak, final, warmup_epochs)``: ``peak * e / W`` for
+    e <= W = ``warmup_epochs``, then ``final + (peak - final) (1 + cos(pi (e - 1 - W) /
+    (epochs - W))) / 2``."""
+    if epochs <= warmup_epochs:
+        raise ValueError(f"epochs ({epochs}) must exceed warmup_epochs ({warmup_epochs}).")
+    return ReferenceEpochCosineDecay(
+        initial_learning_rate=0.0 if warmup_epochs else peak_lr,
+        decay_steps=epochs - warmup_epochs,
+        alpha=final_lr / peak_lr,
+        warmup_target=peak_lr if warmup_epochs else None,
+        warmup_steps=warmup_epochs,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+@keras.saving.register_keras_serializable(package="acl_tf")
 class SGDL2(_MomentumOptimizer):
     """SGD with momentum and *coupled* L2 weight decay: ``torch.optim.SGD`` semantics.
 
@@ -182,7 +238,9 @@ def piecewise_epochs(learning_rate: float, steps_per_epoch: int, decay_epochs, f
 
 def build_pretrain_optimizer(config: OptimizerConfig, batch_size: int, steps_per_epoch: int,
                              epochs: int):
-    """The pre-training optimiser of ``config`` with its (warm-up +) cosine or constant schedule."""
+    """The pre-training optimiser of ``config`` with its (warm-up +) cosine or constant schedule:
+    per update (:func:`warmup_cosine`, ACL's and AIR's stepping) or, with
+    ``config.schedule_per_epoch``, per epoch (:func:`epoch_warmup_cosine`, DynACL's)."""
     peak = config.peak_learning_rate(batch_size)
     total = steps_per_epoch * epochs
     warmup = config.warmup_epochs * steps_per_epoch
@@ -190,7 +248,11 @@ def build_pretrain_optimizer(config: OptimizerConfig, batch_size: int, steps_per
         if warmup >= total:
             raise ConfigError(f"optimizer.warmup_epochs ({config.warmup_epochs}) must be smaller "
                               f"than the number of epochs ({epochs}).")
-        lr = warmup_cosine(peak, total, warmup, config.final_learning_rate)
+        if config.schedule_per_epoch:
+            lr = epoch_warmup_cosine(peak, epochs, config.warmup_epochs, steps_per_epoch,
+                                     config.final_learning_rate)
+        else:
+            lr = warmup_cosine(peak, total, warmup, config.final_learning_rate)
     else:
         lr = peak
     if config.name == "lars":

@@ -125,7 +125,7 @@ def _weight_diffs(model_a, model_b, initial) -> dict:
     """Largest absolute difference over all weights (and where), and how far training moved."""
     worst, name, moved = 0.0, "", 0.0
     for wa, wb, w0 in zip(model_a.weights, model_b.weights, initial):
-        if wa.path.split("/", 1)[1] != wb.path.split("/", 1)[1]:  # the models' names differ
+        if wa.path.split("/", 1)[-1] != wb.path.split("/", 1)[-1]:  # the models' names differ
             raise AssertionError(f"weight order differs: {wa.path} vs {wb.path}")
         a, b = np.asarray(wa.numpy()), np.asarray(wb.numpy())
         diff = float(np.max(np.abs(a - b)))
@@ -158,13 +158,13 @@ def _compare(train, **settings) -> dict:
 
 
 def pretrain(variant: str, sync_bn: bool, steps: int, batch_size: int, dtype: str,
-             attack_steps: int, image_size: int = 32) -> dict:
+             attack_steps: int, image_size: int = 32, overrides=()) -> dict:
     from acl_tf.configs import PretrainConfig, load_config
     from acl_tf.data import load
     from acl_tf.data.augment import make_pretrain_dataset
     from acl_tf.models import set_synchronized_bn
     from acl_tf.optimizers import build_pretrain_optimizer as build_optimizer
-    from acl_tf.tasks.pretrain import build_pretrainer
+    from acl_tf.tasks.pretrain import StreamSchedule, build_pretrainer
 
     keras.config.set_dtype_policy(dtype)
     # The smoke config's LARS (lr 1.0) with its uniform random start; the single-device model
@@ -172,7 +172,7 @@ def pretrain(variant: str, sync_bn: bool, steps: int, batch_size: int, dtype: st
     config = load_config(PretrainConfig, "pretrain", "smoke", [
         f"variant={variant}", "model.width=4", "model.head_dim=16", "model.sync_bn=true",
         f"batch_size={batch_size}", f"attack.steps={attack_steps}",
-        f"augment.image_size={image_size}", f"data.image_size={image_size}"])
+        f"augment.image_size={image_size}", f"data.image_size={image_size}", *overrides])
     data = load(str(SAMPLE_DIR), "train", limit=batch_size * steps)
 
     def train(strategy, initial=None):
@@ -184,14 +184,19 @@ def pretrain(variant: str, sync_bn: bool, steps: int, batch_size: int, dtype: st
             model.compile(optimizer=build_optimizer(config.optimizer, batch_size, steps, 2))
         if initial is not None:
             model.set_weights(initial)
+        if config.dynamic_schedules:   # the last epoch's weights: far from ACL's (1, 1)
+            values = StreamSchedule(config).values(config.epochs - 1)
+            model.stream_weights.assign([values["clean_weight"], values["adv_weight"]])
         start = [w.numpy() for w in model.weights]
         dataset = make_pretrain_dataset(data.images, data.labels, batch_size=batch_size,
-                                        config=config.augment, seed=config.seed, epoch=0)
+                                        config=config.augment_at(config.epochs),
+                                        seed=config.seed, epoch=0,
+                                        with_original=config.uses_air)
         logs, seconds = _fit(model, dataset, steps)
         return model, logs, start, seconds
 
     return _compare(train, variant=variant, sync_bn=sync_bn, dtype=dtype, steps=steps,
-                    batch_size=batch_size, attack_steps=attack_steps)
+                    batch_size=batch_size, attack_steps=attack_steps, overrides=list(overrides))
 
 
 def trades(sync_bn: bool, steps: int, batch_size: int, dtype: str, attack_steps: int) -> dict:
@@ -280,6 +285,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--image_size", type=int, default=32,
                         help="pretrain: side of the augmented views (random resized crops).")
+    parser.add_argument("--set", action="append", default=[],
+                        help="pretrain: a config override field=value (repeatable).")
     args = parser.parse_args(argv)
     if args.mode == "ntxent":
         report = ntxent()
@@ -289,7 +296,7 @@ def main(argv=None) -> int:
                      args.attack_steps)
     else:
         report = pretrain(args.variant, bool(args.sync_bn), args.steps, args.batch_size,
-                          args.dtype, args.attack_steps, args.image_size)
+                          args.dtype, args.attack_steps, args.image_size, args.set)
     print(json.dumps(report))
     return 0
 

@@ -19,8 +19,11 @@ from pipeline import config as pconfig
 
 artifacts = tfx.types.standard_artifacts
 
+# The components' pre-training is DynACL-AIR (annealed augmentation, stream weights, AIR's
+# regularisers and their original-image batches), so the pipeline runs one of ACL's successors.
 TINY_PRETRAIN = ["model.width=4", "model.head_dim=16", "batch_size=16", "epochs=1",
-                 "attack.steps=1", "data.limit=32"]
+                 "attack.steps=1", "data.limit=32", "method=dynacl_air",
+                 "dynamic.reload_every=1"]
 TINY_FINETUNE = ["epochs=1", "data.limit=40", "val_size=10", "batch_size=16", "attack.steps=1",
                  "eval_attack.steps=1", "eval_batch_size=64"]
 TINY_SEMISUP = ["data.limit=40", "val_size=10", "label_fraction=null", "labels_per_class=1",

@@ -21,12 +21,16 @@ from acl_tf.tasks import bench as benchmark
 def test_quick_bench_writes_every_figure(tmp_path):
     out, table = tmp_path / "bench.json", tmp_path / "bench.md"
     cmd = [sys.executable, "-m", "acl_tf.bench", "--quick", "--width=4", "--batch_size=8",
-           "--steps=2", "--warmup_steps=0", "--set=pipeline_images=32",
+           "--steps=2", "--warmup_steps=0", "--set=pipeline_images=32", "--methods=dynacl_air",
            f"--output={out}", f"--markdown={table}"]
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert set(results["variants"]) == {"s2s", "a2a", "a2s", "ds"}
+    assert set(results["variants"]) == {"s2s", "a2a", "a2s", "ds", "dynacl_air"}
+    assert results["variants"]["dynacl_air"]["variant"] == "ds"
+    assert results["method_over_ds_time_ratio"]["dynacl_air"] == pytest.approx(
+        results["variants"]["dynacl_air"]["seconds_per_step"]
+        / results["variants"]["ds"]["seconds_per_step"], rel=0.01)
     for name, r in results["variants"].items():
         for key in benchmark.RESULT_KEYS:
             assert r[key] > 0, (name, key)
@@ -46,6 +50,7 @@ def test_quick_bench_writes_every_figure(tmp_path):
         results["variants"]["ds"]["seconds_per_step"] / floor["ds_floor_s"], rel=0.01)
     text = table.read_text()
     assert "| ds |" in text and "ds_over_s2s_time_ratio" in text and "Floor (" in text
+    assert "| dynacl_air |" in text and "Methods (on DS) over ACL's DS step: dynacl_air" in text
 
     # The table can be re-rendered from the JSON alone.
     proc = subprocess.run([sys.executable, "-m", "acl_tf.bench", f"--from_json={out}",
@@ -58,6 +63,10 @@ def test_quick_bench_writes_every_figure(tmp_path):
 def test_bad_bench_settings_are_clear_errors():
     with pytest.raises(ConfigError, match="precision"):
         load_config(BenchConfig, "bench", "quick", ["precision=float64"])
+    with pytest.raises(ConfigError, match="ACL itself is timed through variants"):
+        load_config(BenchConfig, "bench", "quick", ["methods=[acl]"])
+    with pytest.raises(ConfigError, match="Unknown pre-training method"):
+        load_config(BenchConfig, "bench", "quick", ["methods=[simclr]"])
     with pytest.raises(ConfigError, match="Unknown ACL variant"):
         benchmark.check_config(BenchConfig(variants=("s2s", "simclr")))
     proc = subprocess.run([sys.executable, "-m", "acl_tf.bench", "--quick", "--variants=xyz",

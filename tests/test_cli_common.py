@@ -22,7 +22,8 @@ STRATEGY = ["--strategy", "--tpu", "--sync_bn"]
 RUN = ["--config", "--set", "--model_dir", "--resume"]
 # Every flag each command takes (--help must list them all) and its deprecated names.
 COMMANDS = {
-    "pretrain": (RUN + STRATEGY + ["--variant"], []),
+    "pretrain": (RUN + STRATEGY + ["--variant", "--method"], []),
+    "postprocess": (RUN + ["--model"], []),
     "finetune": (RUN + STRATEGY + ["--model", "--mode", "--bn"], ["--pretrained"]),
     "semisup": (RUN + STRATEGY + ["--model", "--label_fraction", "--labels_per_class", "--step",
                                   "--teacher", "--pseudo_labels"], ["--pretrained"]),

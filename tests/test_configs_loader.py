@@ -17,6 +17,8 @@ from acl_tf.configs import (
     ConfigError,
     EvaluateConfig,
     FinetuneConfig,
+    MethodsStudyConfig,
+    PostprocessConfig,
     PretrainConfig,
     Range,
     SemisupConfig,
@@ -29,9 +31,11 @@ from acl_tf.configs import (
     read_config,
     write_config,
 )
+from acl_tf.configs.study import load_study_config
 
 KINDS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "evaluate": EvaluateConfig,
-         "semisup": SemisupConfig, "bench": BenchConfig, "study": StudyConfig}
+         "semisup": SemisupConfig, "bench": BenchConfig, "study": StudyConfig,
+         "postprocess": PostprocessConfig}
 
 
 def test_importing_the_configs_loads_no_tensorflow():
@@ -112,10 +116,13 @@ def test_every_named_config_loads(kind, tmp_path):
     names = available_configs(kind)
     assert names, kind
     for name in names:
-        config = load_config(KINDS[kind], kind, name)
-        assert isinstance(config, KINDS[kind])
+        # A study preset is either kind of study (load_study_config tells them apart).
+        config = load_study_config(name) if kind == "study" else load_config(KINDS[kind], kind,
+                                                                              name)
+        cls = type(config) if kind == "study" else KINDS[kind]
+        assert isinstance(config, cls) and (cls is KINDS[kind] or cls is MethodsStudyConfig)
         write_config(config, tmp_path / f"{name}.json")
-        assert read_config(KINDS[kind], tmp_path / f"{name}.json") == config
+        assert read_config(cls, tmp_path / f"{name}.json") == config
 
 
 def test_every_named_pipeline_config_resolves():
@@ -357,7 +364,7 @@ def test_every_config_class_builds_its_defaults():
     (StudyConfig, "study", "bn_ablation=[s2s]", "bn_ablation compares single and dual BN"),
     (StudyConfig, "study", "linear=[a2a]", r"linear names \['a2a'\]"),
     (StudyConfig, "study", "variants=[]", "variants must be a non-empty list"),
-    (BenchConfig, "bench", "variants=[]", "variants must name at least one"),
+    (BenchConfig, "bench", "variants=[]", "variants or methods must name at least one"),
     (EvaluateConfig, "evaluate", "attacks=[clean, pgdx]", r"^attacks\[1\]: Unknown attack 'pgdx'"),
     (EvaluateConfig, "evaluate", "attacks=[]", "attacks must name at least one evaluation"),
     (EvaluateConfig, "evaluate", "autoattack.attacks=[]",

@@ -130,3 +130,51 @@ def test_warmup_cosine_survives_serialisation_and_drives_the_optimizer():
     opt = SGDL2(warmup_cosine(5.0, total_steps=100, warmup_steps=10), momentum=0.0)
     opt.apply([tf.ones([2])], [var])
     np.testing.assert_allclose(var.numpy(), 1.0 - 0.5)
+
+
+def dynacl_cosine(step, total, peak, final, warmup):
+    """DynACL's cosine_annealing (PKU-ML/DYNACL utils.py): its warm-up is (step + 1) / warmup."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return final + (peak - final) * 0.5 * (1 + math.cos((step - warmup) / (total - warmup)
+                                                        * math.pi))
+
+
+@pytest.mark.parametrize("epochs,warmup,per_epoch", [(20, 10, 3), (12, 0, 2), (15, 3, 1)])
+def test_epoch_warmup_cosine_is_dynacl_per_epoch(epochs, warmup, per_epoch):
+    """optimizer.schedule_per_epoch: every update of epoch e (1-based) uses DynACL's rate of
+    that epoch, cosine_annealing(e - 1) (its LambdaLR is stepped after each epoch); the NumPy
+    formula is checked against the reference itself in test_parity_methods.py."""
+    from acl_tf.configs import OptimizerConfig
+    from acl_tf.optimizers import build_pretrain_optimizer, epoch_warmup_cosine
+
+    schedule = epoch_warmup_cosine(5.0, epochs, warmup, per_epoch, final_lr=1e-6)
+    ours = np.array([float(schedule(i)) for i in range(epochs * per_epoch)])
+    ref = np.repeat([dynacl_cosine(e, epochs, 5.0, 1e-6, warmup) for e in range(epochs)],
+                    per_epoch)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-7)
+    config = OptimizerConfig(warmup_epochs=warmup, schedule_per_epoch=True)
+    built = build_pretrain_optimizer(config, 512, per_epoch, epochs)._learning_rate
+    assert type(built).__name__ == "ReferenceEpochCosineDecay"
+    assert [float(built(i)) for i in range(epochs * per_epoch)] == pytest.approx(ours.tolist())
+    # The default stays per update.
+    per_update = build_pretrain_optimizer(OptimizerConfig(warmup_epochs=warmup), 512, per_epoch,
+                                          epochs)._learning_rate
+    assert type(per_update).__name__ == "ReferenceCosineDecay"
+    with pytest.raises(ValueError, match="must exceed"):
+        epoch_warmup_cosine(1.0, epochs=10, warmup_epochs=10, steps_per_epoch=1)
+
+
+def test_epoch_warmup_cosine_survives_serialisation_and_drives_the_optimizer():
+    from acl_tf.optimizers import epoch_warmup_cosine
+
+    schedule = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(
+        epoch_warmup_cosine(5.0, epochs=100, warmup_epochs=10, steps_per_epoch=4)))
+    assert type(schedule).__name__ == "ReferenceEpochCosineDecay"
+    assert schedule.steps_per_epoch == 4
+    assert [float(schedule(i)) for i in (0, 3, 4)] == pytest.approx([0.5, 0.5, 1.0])
+    var = keras.Variable(np.ones([2], np.float32))
+    opt = SGDL2(schedule, momentum=0.0)
+    for _ in range(5):          # the fifth update is the first of epoch 2
+        opt.apply([tf.ones([2])], [var])
+    np.testing.assert_allclose(var.numpy(), 1.0 - 4 * 0.5 - 1.0, rtol=1e-6)

@@ -28,9 +28,12 @@ def test_pretrain_writes_the_dual_bn_encoder(components_encoder):
                                                                           branch="adv")
     assert normal.shape == adv.shape
     assert components_encoder.get_string_custom_property("variant") == "ds"
+    assert components_encoder.get_string_custom_property("method") == "dynacl_air"
     assert components_encoder.get_int_custom_property("width") == 4
     assert components_encoder.get_int_custom_property("dual_bn") == 1
     assert np.isfinite(components_encoder.get_float_custom_property("train_loss"))
+    assert np.isfinite(components_encoder.get_float_custom_property("train_air"))
+    assert components_encoder.get_float_custom_property("train_aug_strength") == 1.0
 
 
 def test_pretrain_reports_corrupt_and_missing_input(components_work, tmp_path):

@@ -35,6 +35,24 @@ def test_render_markdown_lists_every_variant():
             "ds 1.22x.") in text
 
 
+def test_the_machine_records_the_environment_tensorflow_runs_under(monkeypatch):
+    """oneDNN, thread and XLA settings are environment variables read when TensorFlow starts:
+    the results record those set, and the table names them."""
+    monkeypatch.setenv("TF_SET_ONEDNN_FPMATH_MODE", "BF16")
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "1")
+    monkeypatch.setenv("ACL_TF_UNRELATED", "x")
+    machine = benchmark.machine_info()
+    env = machine["environment"]
+    assert env["TF_SET_ONEDNN_FPMATH_MODE"] == "BF16" and env["TF_NUM_INTEROP_THREADS"] == "1"
+    assert "ACL_TF_UNRELATED" not in env and "TF_CPP_MIN_LOG_LEVEL" not in env
+    results = {"settings": {"width": 8, "batch_size": 4, "precision": "float32",
+                            "jit_compile": False, "steps": 1, "warmup_steps": 0},
+               "machine": {**machine, "environment": {"TF_SET_ONEDNN_FPMATH_MODE": "BF16"}},
+               "variants": {}}
+    assert "oneDNN on, TF_SET_ONEDNN_FPMATH_MODE=BF16." in benchmark.render_markdown(
+        {**results, "machine": {**results["machine"], "onednn": True}})
+
+
 # -- the floor: a plain Keras ResNet-18 ------------------------------------------------------------
 def test_plain_resnet18_has_the_encoders_convolutions():
     from acl_tf.models import build_encoder

@@ -74,7 +74,9 @@ def test_a_refused_run_leaves_no_directory(tmp_path, overrides, error):
 @pytest.mark.slow
 def test_resume_from_a_legacy_run_directory(tmp_path, caplog):
     """A run directory written before the run-directory contract (positional checkpoints, as
-    d4476f6's acl_tf/training/loop.py saved them) resumes with a warning naming the layout."""
+    d4476f6's acl_tf/training/loop.py saved them) resumes with a warning naming the layout, in
+    the encoder layout it was trained with (layout_version 1: those checkpoints predate 2), which
+    the run then records beside its checkpoints."""
     import logging
 
     import tensorflow as tf
@@ -100,6 +102,8 @@ def test_resume_from_a_legacy_run_directory(tmp_path, caplog):
     model, history = run_pretraining(config, tmp_path, resume=True, verbose=0)
     assert [h["epoch"] for h in history] == [1, 2]
     assert "legacy positional checkpoint layout" in caplog.text
+    assert "rebuilt in that layout" in caplog.text
+    assert model.encoder.layout_version == 1 and rd.read_encoder_layout(tmp_path) == 1
     assert rd.checkpoint_numbers(tmp_path) == [1, 2]
     # Epoch 2 started from the legacy checkpoint's weights: one epoch of steps on top of them.
     assert int(model.optimizer.iterations.numpy()) == 2

@@ -5,6 +5,7 @@
         --output=benchmarks/results_cpu.json --markdown=benchmarks/results_cpu.md
     acl-tf bench --quick --output=/tmp/bench.json          # < 1 min on 2 CPU cores
                                           # (rough figures: 2 variants at a time)
+    acl-tf bench --variants=ds --methods=dynacl,dynacl_air     # ACL's successors beside DS
     acl-tf bench --from_json=benchmarks/results_cpu.json --markdown=-   # re-render
 
 (``python -m acl_tf.bench`` runs the same.) ``--config`` is a preset name (see
@@ -27,12 +28,14 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    from acl_tf.configs import BENCH_PRECISIONS, VARIANTS
+    from acl_tf.configs import BENCH_PRECISIONS, METHODS, VARIANTS
 
     flags.DEFINE_string("config", None, config_help("bench") + " Default: cpu_resnet18, or "
                         "quick with --quick.")
     flags.DEFINE_bool("quick", False, "Tiny model and few steps: checks the benchmark runs.")
     define_enum_list("variants", None, VARIANTS, "Variants to time, e.g. s2s,a2a,a2s,ds.")
+    define_enum_list("methods", None, [m for m in METHODS if m != "acl"],
+                     "ACL's successors to time on the DS variant, e.g. dynacl,dynacl_air.")
     flags.DEFINE_integer("batch_size", None, "Source images per step (2 views each).")
     flags.DEFINE_integer("width", None, "ResNet-18 first-stage width.")
     define_enum("precision", None, BENCH_PRECISIONS, "Keras dtype policy.")
@@ -53,7 +56,8 @@ def define_flags():
     flags.DEFINE_string("markdown", None, "Write the Markdown tables here ('-': stdout).")
     flags.DEFINE_string("from_json", None, "Render an earlier --output instead of measuring.")
 
-_FIELDS = ("variants", "batch_size", "width", "precision", "jit_compile", "steps", "warmup_steps",
+_FIELDS = ("variants", "methods", "batch_size", "width", "precision", "jit_compile", "steps",
+           "warmup_steps",
            "floor", "pipeline", "pipeline_source", "pipeline_limit", "intra_op_threads",
            "inter_op_threads", "parallel")
 

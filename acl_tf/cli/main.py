@@ -21,11 +21,13 @@ COMMANDS = {
     "finetune": "fine-tuning: AFF (TRADES), ALF, SLF",
     "linear_eval": "linear separability, SLF and ALF with each BN branch",
     "semisup": "semi-supervised adversarial training from few labels",
+    "postprocess": "DynACL++ post-processing: k-means pseudo-labels, LP, then AFT",
     "evaluate": "clean, PGD-20, AutoAttack and corruption accuracy",
     "serving_check": "accuracy of a SavedModel as served (REST or in process)",
     "serving_stub": "a TF Serving REST stand-in for a SavedModel",
     "bench": "training-step throughput",
-    "study": "the reproduction study (Tables 3-5, Fig. 3) at a chosen scale",
+    "study": "the reproduction study (Tables 3-5, Fig. 3) or the comparison of ACL's "
+             "successors, at a chosen scale",
     "import_checkpoint": "a PyTorch checkpoint of the reference code as acl-tf models",
 }
 

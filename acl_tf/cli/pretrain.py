@@ -1,7 +1,10 @@
-"""ACL pre-training: writes a run directory (``--model_dir``) whose encoder the other commands
-read as ``--model``.
+"""ACL pre-training (and DynACL, AIR): writes a run directory (``--model_dir``) whose encoder the
+other commands read as ``--model``.
 
     acl-tf pretrain --variant=ds --config=smoke --model_dir=runs/smoke_ds
+    acl-tf pretrain --config=cifar10_dynacl --model_dir=runs/dynacl
+    acl-tf pretrain --config=cifar10_dynacl_air --model_dir=runs/dynacl_air
+    acl-tf pretrain --config=smoke --method=dynacl_air --set=air.lambda1=1 --model_dir=runs/x
     acl-tf pretrain --config=cifar10_resnet18 --model_dir=runs/ds --set=epochs=200
     acl-tf pretrain --model_dir=runs/ds --resume                 # continue after a crash
     acl-tf pretrain --config=cifar10_resnet18 --model_dir=runs/ds \\
@@ -33,17 +36,22 @@ FLAGS = flags.FLAGS
 def define_flags():
     define_run_flags("pretrain", "cifar10_resnet18", "config, checkpoints, logs, encoder")
     define_strategy_flags()
-    from acl_tf.configs import VARIANTS
+    from acl_tf.configs import METHODS, VARIANTS
 
     define_enum("variant", None, VARIANTS, "ACL variant (default: the config's).")
+    define_enum("method", None, METHODS, "Pre-training method (default: the config's): acl, "
+                "dynacl (DynACL's annealed augmentation and stream weights), acl_air / "
+                "dynacl_air (with AIR's regularisers); all but acl train the DS variant.")
 
 
-def resolve_config(config_name, overrides, variant, model_dir, resume, sync_bn=None):
-    """The run's config: named config (or the saved one on resume) + overrides + variant
-    (+ ``model.sync_bn`` when ``sync_bn`` is not None)."""
+def resolve_config(config_name, overrides, variant, model_dir, resume, sync_bn=None,
+                   method=None):
+    """The run's config: named config (or the saved one on resume) + overrides + variant and
+    method (+ ``model.sync_bn`` when ``sync_bn`` is not None)."""
     from acl_tf.configs import PretrainConfig, load_run_config
 
-    overrides = list(overrides) + ([f"variant={variant}"] if variant else [])
+    overrides = (list(overrides) + ([f"variant={variant}"] if variant else [])
+                 + ([f"method={method}"] if method else []))
     if sync_bn is not None:
         overrides.append(f"model.sync_bn={str(bool(sync_bn)).lower()}")
     return load_run_config(PretrainConfig, "pretrain", config_name, overrides, model_dir, resume)
@@ -53,7 +61,7 @@ def main(argv):
     del argv
     # The config first: it needs no TensorFlow, so a bad one is reported at once.
     config = resolve_config(FLAGS.config, FLAGS.set, FLAGS.variant, FLAGS.model_dir,
-                            FLAGS.resume, sync_bn=FLAGS.sync_bn)
+                            FLAGS.resume, sync_bn=FLAGS.sync_bn, method=FLAGS.method)
     from acl_tf.distribute import is_chief, make_strategy
     from acl_tf.tasks.pretrain import run_pretraining
 

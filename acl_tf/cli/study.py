@@ -1,19 +1,27 @@
-"""Reproduction study: the paper's Tables 3, 4, 5 and Fig. 3 at a chosen scale, its runs in one
-directory (``--model_dir``).
+"""The studies, each a set of ordinary runs in one directory (``--model_dir``): the reproduction
+study (the paper's Tables 3, 4, 5 and Fig. 3) or the comparison of ACL's successors (ACL, DynACL,
+DynACL-AIR and their "++" post-processing), at a chosen scale.
 
     acl-tf study --config=cifar10_cpu --model_dir=runs/study --report_dir=docs/study
     acl-tf study --config=smoke --model_dir=/tmp/study             # seconds-scale demo
     acl-tf study --config=cifar10_cpu --model_dir=runs/study --report_only
+    acl-tf study --config=methods_cpu --model_dir=runs/methods --report_dir=docs/methods
+    acl-tf study --config=methods_smoke --model_dir=/tmp/methods   # seconds-scale demo
 
 (``python -m acl_tf.study`` runs the same; ``--study_dir`` is the deprecated name of
 ``--model_dir``.) ``--config`` is a preset name (see ``acl_tf/configs/presets/study/``) or a
-YAML/JSON path.
+YAML/JSON path; a config that lists ``methods`` is a comparison of methods
+(:class:`~acl_tf.configs.MethodsStudyConfig`), any other the reproduction study
+(:class:`~acl_tf.configs.StudyConfig`).
 
-Pre-trains every variant with the same budget, fine-tunes each (and a random-init model) with AFF,
-runs the linear protocols and the BN ablation (see :mod:`acl_tf.studies.reproduction`). Rerunning
-the same command continues an interrupted study: finished runs are skipped, the interrupted one
-resumes from its last checkpoint. ``--report_dir`` (default ``--model_dir``) receives
-``study.md``, ``study.json``, ``ra_per_epoch.png`` and ``ta_ra.png`` after every run.
+The reproduction study pre-trains every variant with the same budget, fine-tunes each (and a
+random-init model) with AFF, runs the linear protocols and the BN ablation (see
+:mod:`acl_tf.studies.reproduction`); ``--report_dir`` (default ``--model_dir``) receives
+``study.md``, ``study.json``, ``ra_per_epoch.png`` and ``ta_ra.png`` after every run. The
+comparison pre-trains (and post-processes) every method with the same budget and fine-tunes each
+alike (see :mod:`acl_tf.studies.methods`); its report is ``methods.md``, ``study.json`` and
+``methods_ta_ra.png``. Rerunning the same command continues an interrupted study: finished runs
+are skipped, the interrupted one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -39,11 +47,14 @@ def define_flags():
 
 def main(argv):
     del argv
-    from acl_tf.configs import StudyConfig, load_config
+    from acl_tf.configs import MethodsStudyConfig, load_study_config
 
     logging.set_verbosity(logging.INFO)
-    config = load_config(StudyConfig, "study", FLAGS.config, FLAGS.set)   # (no TensorFlow yet)
-    from acl_tf.studies import reproduction as study
+    config = load_study_config(FLAGS.config, FLAGS.set)   # (no TensorFlow yet)
+    if isinstance(config, MethodsStudyConfig):
+        from acl_tf.studies import methods as study
+    else:
+        from acl_tf.studies import reproduction as study
 
     if FLAGS.report_only:
         study.write_report(config, FLAGS.model_dir, FLAGS.report_dir or FLAGS.model_dir)
@@ -51,7 +62,7 @@ def main(argv):
         study.run_study(config, FLAGS.model_dir, FLAGS.report_dir)
     from pathlib import Path
 
-    print((Path(FLAGS.report_dir or FLAGS.model_dir) / "study.md").read_text())
+    print((Path(FLAGS.report_dir or FLAGS.model_dir) / study.MARKDOWN).read_text())
 
 
 if __name__ == "__main__":

@@ -18,6 +18,15 @@ choices from here.
 
 from acl_tf.configs.bench import BenchConfig
 from acl_tf.configs.choices import (
+    AIR_DIVERGENCES,
+    AIR_METHODS,
+    DYNAMIC_METHODS,
+    INTERPOLATIONS,
+    METHODS,
+    AirDivergence,
+    Interpolation,
+    Method,
+    check_method,
     ALPHA_CONVENTIONS,
     ARCHITECTURES,
     AUTOATTACK_ATTACKS,
@@ -88,6 +97,7 @@ from acl_tf.configs.fields import (
     to_dict,
 )
 from acl_tf.configs.finetune import FinetuneConfig
+from acl_tf.configs.postprocess import PostprocessConfig
 from acl_tf.configs.loader import (
     CONFIG_ROOT,
     apply_overrides,
@@ -101,7 +111,9 @@ from acl_tf.configs.loader import (
 )
 from acl_tf.configs.pretrain import PretrainConfig
 from acl_tf.configs.sections import (
+    AirConfig,
     AugmentConfig,
+    DynamicConfig,
     DataConfig,
     FinetuneOptimizerConfig,
     ModelConfig,
@@ -111,10 +123,17 @@ from acl_tf.configs.sections import (
     check_jitter_args,
 )
 from acl_tf.configs.semisup import SemisupConfig, SemisupStudentConfig, SemisupTeacherConfig
-from acl_tf.configs.study import StudyConfig
+from acl_tf.configs.study import (
+    MethodsStudyConfig,
+    StudyConfig,
+    StudyMethod,
+    load_study_config,
+)
 from acl_tf.core.errors import ConfigError
 
 __all__ = [
+    "AIR_DIVERGENCES", "AIR_METHODS", "AirConfig", "AirDivergence", "DYNAMIC_METHODS",
+    "DynamicConfig", "INTERPOLATIONS", "Interpolation", "METHODS", "Method", "check_method",
     "ALPHA_CONVENTIONS", "ARCHITECTURES", "AUTOATTACK_ATTACKS", "BENCH_PRECISIONS", "BN_MODES",
     "BRANCHES", "CIFAR10C_CORRUPTIONS", "CIFAR10C_SEVERITIES", "CONFIG_ROOT", "DUAL_BN_VARIANTS",
     "FINETUNE_MODES", "HEAD_LAYERS", "OPTIMIZERS", "RANDOM_STARTS", "SCHEDULES", "SELECT_BY",
@@ -128,6 +147,8 @@ __all__ = [
     "Probability", "RandomStart", "Range", "Schedule", "Seed", "SelectBy", "SemisupConfig",
     "SemisupStep", "SemisupStudentConfig", "SemisupTeacherConfig", "Severity", "Strategy",
     "StudyConfig", "Variant",
+    "MethodsStudyConfig", "StudyMethod", "load_study_config",
+    "PostprocessConfig",
     "apply_overrides", "available_configs", "check_branch", "check_choice", "check_crop_args",
     "check_field", "check_jitter_args", "check_mode", "check_value", "check_variant",
     "choice_names", "coerce", "config_path", "field_types", "from_dict", "load_config",

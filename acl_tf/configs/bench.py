@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Optional
 
-from acl_tf.configs.choices import VARIANTS, Precision, Variant
+from acl_tf.configs.choices import VARIANTS, Method, Precision, Variant
 from acl_tf.configs.fields import ConfigBase, DataSource, NonNegativeInt, PositiveInt, Range, Seed
 from acl_tf.core.errors import ConfigError
 
@@ -28,6 +28,9 @@ class BenchConfig(ConfigBase):
     """
 
     variants: tuple[Variant, ...] = VARIANTS
+    # ACL's successors timed besides the variants, each on the DS variant of ``pretrain``
+    # with ``method`` set (dynacl, acl_air, dynacl_air).
+    methods: tuple[Method, ...] = ()
     batch_size: Annotated[int, Range(2)] = 64
     width: PositiveInt = 64
     precision: Precision = "float32"
@@ -47,5 +50,8 @@ class BenchConfig(ConfigBase):
     seed: Seed = 0
 
     def validate(self):
-        if not self.variants:
-            raise ConfigError("variants must name at least one ACL variant.")
+        if not self.variants and not self.methods:
+            raise ConfigError("variants or methods must name at least one step to time.")
+        if "acl" in self.methods:
+            raise ConfigError("methods lists ACL's successors (dynacl, acl_air, dynacl_air); "
+                              "ACL itself is timed through variants.")

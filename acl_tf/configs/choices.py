@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from acl_tf.configs.fields import Choice, check_choice, choice_names
 
 __all__ = [
+    "AIR_DIVERGENCES", "AIR_METHODS", "AirDivergence", "DYNAMIC_METHODS", "INTERPOLATIONS",
+    "Interpolation", "METHODS", "Method", "check_method",
     "ALPHA_CONVENTIONS", "ARCHITECTURES", "AUTOATTACK_ATTACKS", "AlphaConvention",
     "Architecture", "AutoAttackName", "BENCH_PRECISIONS", "BN_MODES", "BRANCHES", "BnMode",
     "Branch", "CIFAR10C_CORRUPTIONS", "CIFAR10C_SEVERITIES", "Corruption", "DUAL_BN_VARIANTS",
@@ -27,6 +29,26 @@ __all__ = [
 Variant = Annotated[Literal["s2s", "a2a", "a2s", "ds"], Choice("ACL variant")]
 VARIANTS = choice_names(Variant)
 DUAL_BN_VARIANTS = ("a2s", "ds")          # the variants whose default model.bn is dual
+
+# acl: ACL's dual stream; dynacl: DynACL's annealed augmentation and stream weights (Luo et al.,
+# ICLR 2023); acl_air / dynacl_air: ACL / DynACL with AIR's invariance regularisers (Xu et al.,
+# NeurIPS 2023). Every method but acl builds on the DS variant.
+Method = Annotated[Literal["acl", "dynacl", "acl_air", "dynacl_air"],
+                   Choice("pre-training method")]
+METHODS = choice_names(Method)
+DYNAMIC_METHODS = ("dynacl", "dynacl_air")   # annealed augmentation strength and stream weights
+AIR_METHODS = ("acl_air", "dynacl_air")      # with AIR's regularisers
+
+# reference: what the AIR code computes (F.kl_div given probabilities where it expects log
+# probabilities, and an unnormalised product of distributions); kl: the KL divergences the AIR
+# paper writes.
+AirDivergence = Annotated[Literal["reference", "kl"], Choice("AIR divergence")]
+AIR_DIVERGENCES = choice_names(AirDivergence)
+
+# RandomResizedCrop's resampling: bicubic (the ACL and AIR code) or bilinear (torchvision's
+# default, which the DynACL code keeps).
+Interpolation = Annotated[Literal["bilinear", "bicubic"], Choice("crop interpolation")]
+INTERPOLATIONS = choice_names(Interpolation)
 
 BnMode = Annotated[Literal["auto", "dual", "single"],
                    Choice("BN mode", "auto: dual for a2s/ds, single for s2s/a2a")]
@@ -109,6 +131,12 @@ BENCH_PRECISIONS = choice_names(Precision)
 def check_variant(variant) -> str:
     """The lower-cased ACL variant, or a ConfigError (a ValueError) naming the valid ones."""
     return check_choice(Variant, variant, "variant")
+
+
+def check_method(method) -> str:
+    """The lower-cased pre-training method, or a ConfigError (a ValueError) naming the valid
+    ones."""
+    return check_choice(Method, method, "method")
 
 
 def check_mode(mode) -> str:

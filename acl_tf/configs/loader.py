@@ -82,6 +82,18 @@ def available_configs(kind: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_ROOT / kind).glob("*.yaml"))
 
 
+def read_values(path: Path) -> dict:
+    """The field mapping of a YAML/JSON config file (empty for an empty file)."""
+    try:
+        with open(path) as f:
+            values = (json.load(f) if path.suffix == ".json" else yaml.safe_load(f)) or {}
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise ConfigError(f"Cannot read config {str(path)!r}: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"Config {str(path)!r} must hold a mapping of fields.")
+    return values
+
+
 def load_config(cls, kind: str, name_or_path: Optional[str] = None,
                 overrides: Iterable[str] = ()):
     """Defaults of ``cls`` <- named config or file <- overrides, validated, with path fields
@@ -90,13 +102,7 @@ def load_config(cls, kind: str, name_or_path: Optional[str] = None,
     bases = [Path.cwd()]
     if name_or_path:
         path = config_path(kind, name_or_path)
-        try:
-            with open(path) as f:
-                values = (json.load(f) if path.suffix == ".json" else yaml.safe_load(f)) or {}
-        except (OSError, ValueError, yaml.YAMLError) as err:
-            raise ConfigError(f"Cannot read config {str(path)!r}: {err}") from err
-        if not isinstance(values, dict):
-            raise ConfigError(f"Config {str(path)!r} must hold a mapping of fields.")
+        values = read_values(path)
         bases.append(path.resolve().parent)
     return resolve_locations(from_dict(cls, apply_overrides(values, overrides)), bases)
 

@@ -7,7 +7,9 @@ import dataclasses
 from typing import Annotated, Optional
 
 from acl_tf.configs.choices import (
+    AirDivergence,
     Architecture,
+    Interpolation,
     BnMode,
     HeadLayers,
     InputNormalization,
@@ -28,8 +30,8 @@ from acl_tf.configs.fields import (
 )
 from acl_tf.core.errors import ConfigError
 
-__all__ = ["AugmentConfig", "DataConfig", "FinetuneOptimizerConfig", "ModelConfig",
-           "OptimizerConfig", "PGDConfig", "check_crop_args", "check_jitter_args"]
+__all__ = ["AirConfig", "AugmentConfig", "DataConfig", "DynamicConfig", "FinetuneOptimizerConfig",
+           "ModelConfig", "OptimizerConfig", "PGDConfig", "check_crop_args", "check_jitter_args"]
 
 Momentum = Annotated[float, Range(0, 1, high_open=True)]
 
@@ -64,7 +66,11 @@ class ModelConfig(ConfigBase):
 
 @dataclasses.dataclass
 class OptimizerConfig(ConfigBase):
-    """Optimiser and learning-rate schedule (per-step warm-up + cosine by default)."""
+    """Optimiser and learning-rate schedule (per-step warm-up + cosine by default).
+
+    ``schedule_per_epoch``: the cosine schedule's rate changes once per epoch, as the DynACL code
+    steps it (see :func:`acl_tf.optimizers.epoch_warmup_cosine`), instead of at every update.
+    """
 
     name: OptimizerName = "lars"
     learning_rate: PositiveFloat = 5.0              # at reference_batch_size
@@ -75,6 +81,7 @@ class OptimizerConfig(ConfigBase):
     schedule: Schedule = "cosine"
     warmup_epochs: NonNegativeInt = 10
     final_learning_rate: NonNegativeFloat = 1e-6
+    schedule_per_epoch: bool = False
 
     def peak_learning_rate(self, batch_size: int) -> float:
         if not self.reference_batch_size:
@@ -139,6 +146,8 @@ class AugmentConfig(ConfigBase):
       hue: hue jitter strength in ``[0, 0.5]``; the shift is drawn from
         ``[-hue, hue]``.
       grayscale_prob: probability of converting to grayscale.
+      interpolation: RandomResizedCrop's resampling: ``bicubic`` (the ACL and AIR code's
+        ``interpolation=3``) or ``bilinear`` (torchvision's default, the DynACL code's).
     """
 
     image_size: PositiveInt = 32
@@ -151,10 +160,76 @@ class AugmentConfig(ConfigBase):
     saturation: NonNegativeFloat = 0.4
     hue: Annotated[float, Range(0, 0.5)] = 0.1
     grayscale_prob: Probability = 0.2
+    interpolation: Interpolation = "bicubic"
 
     def validate(self) -> None:
         _check_ordered("crop_scale", self.crop_scale)
         _check_ordered("crop_ratio", self.crop_ratio)
+
+    def at_strength(self, strength: float) -> "AugmentConfig":
+        """This augmentation at DynACL's strength ``s`` in [0, 1]: the jitter strengths and the
+        jitter and grayscale probabilities times ``s``, the crop scale's lower bound moved
+        towards 1 (``1 - (1 - low) * s``: DynACL's ``(1 - 0.9 s, 1)`` from ``(0.1, 1)``); the
+        flip, aspect ratios and size unchanged. ``s = 1`` is this config."""
+        if not 0.0 <= strength <= 1.0:
+            raise ConfigError(f"augmentation strength must be in [0, 1], got {strength}.")
+        if strength == 1.0:
+            return self
+        low, high = self.crop_scale
+        return dataclasses.replace(
+            self, brightness=self.brightness * strength, contrast=self.contrast * strength,
+            saturation=self.saturation * strength, hue=self.hue * strength,
+            jitter_prob=self.jitter_prob * strength,
+            grayscale_prob=self.grayscale_prob * strength,
+            crop_scale=(min(1.0 - (1.0 - low) * strength, high), high))
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicConfig(ConfigBase):
+    """DynACL's schedules (Luo, Wang & Wang, ICLR 2023), for the ``dynacl`` and ``dynacl_air``
+    methods. With ``E`` = ``anneal_epochs`` (default: the run's epochs), ``R`` = ``reload_every``
+    and 1-based epochs ``e``:
+
+    - augmentation strength ``s(e) = 1 - floor((e - 1) / R) * R / E``: constant for ``R`` epochs,
+      then a step down (:meth:`AugmentConfig.at_strength`);
+    - stream weights: the clean stream times ``1 - d(e)``, the adversarial one times
+      ``1 + d(e)``, with ``d(e) = min(swap_param * (1 - s(e + weight_lead)), 1)``. The DynACL
+      code's weight runs one epoch ahead of its strength (``weight_lead`` 1: it steps at epoch
+      ``R``, the strength at ``R + 1``); the AIR code's does not (0).
+
+    ``momentum_encoder``: the released DynACL code's variant, which the paper does not describe:
+    the second view of every pair goes through a momentum (EMA, ``momentum``) copy of the encoder
+    and head that takes no gradient; the copy is the encoder the run writes out.
+    """
+
+    reload_every: PositiveInt = 50
+    anneal_epochs: Optional[PositiveInt] = None
+    swap_param: NonNegativeFloat = 2 / 3
+    weight_lead: NonNegativeInt = 1
+    momentum_encoder: bool = False
+    momentum: Momentum = 0.99
+
+    def strength(self, epoch: int, epochs: int) -> float:
+        """``s(epoch)`` for a 1-based ``epoch`` of a run of ``epochs`` epochs (never below 0)."""
+        total = self.anneal_epochs or epochs
+        return max(0.0, 1.0 - ((epoch - 1) // self.reload_every) * self.reload_every / total)
+
+    def stream_delta(self, epoch: int, epochs: int) -> float:
+        """``d(epoch)``: how far the adversarial stream's weight is above 1 at ``epoch``."""
+        return min(self.swap_param * (1.0 - self.strength(epoch + self.weight_lead, epochs)),
+                   1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class AirConfig(ConfigBase):
+    """AIR's regularisers (Xu et al., NeurIPS 2023), for the ``acl_air`` and ``dynacl_air``
+    methods: ``lambda1`` times the standard invariant regulariser (between the clean views'
+    similarity distributions to the original image) plus ``lambda2`` times the adversarial one
+    (see :func:`acl_tf.losses.air_regularizers`)."""
+
+    lambda1: NonNegativeFloat = 0.5
+    lambda2: NonNegativeFloat = 0.5
+    divergence: AirDivergence = "reference"
 
 
 def _check_ordered(name: str, pair) -> None:

@@ -45,7 +45,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from acl_tf.configs import AugmentConfig
+from acl_tf.configs import AugmentConfig, Interpolation, check_choice
 from acl_tf.configs import check_crop_args as _check_crop_args
 from acl_tf.configs import check_jitter_args as _check_jitter_args
 
@@ -172,8 +172,9 @@ def _crop_box(seed, height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
     return offset_h, offset_w, out_h, out_w
 
 
-def random_resized_crop(image, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-    """torchvision ``RandomResizedCrop(size, scale, ratio, BICUBIC)`` for one image.
+def random_resized_crop(image, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                        interpolation="bicubic"):
+    """torchvision ``RandomResizedCrop(size, scale, ratio, BICUBIC or BILINEAR)`` for one image.
 
     Args:
       image: float32 ``[H, W, 3]`` image in ``[0, 1]``.
@@ -181,16 +182,18 @@ def random_resized_crop(image, seed, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 
       size: side of the square output.
       scale: range of the crop area as a fraction of the image area.
       ratio: range of the crop aspect ratio (width / height).
+      interpolation: ``bicubic`` or ``bilinear`` (antialiased when shrinking, as PIL).
 
     Returns:
       float32 ``[size, size, 3]`` image, clipped to ``[0, 1]``.
     """
     image = _check_image(image)
     _check_crop_args(size, scale, ratio)
+    interpolation = check_choice(Interpolation, interpolation, "interpolation")
     shape = tf.shape(image)
     offset_h, offset_w, crop_h, crop_w = _crop_box(seed, shape[0], shape[1], scale, ratio)
     crop = tf.slice(image, tf.stack([offset_h, offset_w, 0]), tf.stack([crop_h, crop_w, 3]))
-    out = tf.image.resize(crop, (size, size), method="bicubic", antialias=True)
+    out = tf.image.resize(crop, (size, size), method=interpolation, antialias=True)
     out = tf.clip_by_value(out, 0.0, 1.0)
     return tf.ensure_shape(out, [size, size, 3])
 
@@ -319,7 +322,8 @@ def augment(image, seed, config: AugmentConfig = AugmentConfig()):
     """
     image = _check_image(image)
     seeds = _split(_check_seed(seed), 5)
-    image = random_resized_crop(image, seeds[0], config.image_size, config.crop_scale, config.crop_ratio)
+    image = random_resized_crop(image, seeds[0], config.image_size, config.crop_scale,
+                                config.crop_ratio, config.interpolation)
     image = horizontal_flip(image, seeds[1], config.flip_prob)
     apply_jitter = _uniform([], seeds[2]) < config.jitter_prob
     image = tf.cond(
@@ -390,8 +394,11 @@ def make_pretrain_dataset(
     epoch: int = 0,
     shuffle: bool = True,
     drop_remainder: bool = True,
+    with_original: bool = False,
 ) -> tf.data.Dataset:
-    """Dataset of one pretraining epoch yielding ``((view1, view2), label)`` batches.
+    """Dataset of one pretraining epoch yielding ``((view1, view2), label)`` batches
+    (``((view1, view2, original), label)`` with ``with_original``: AIR's regularisers compare
+    the views with the un-augmented image).
 
     The shuffle order depends only on ``(seed, epoch)`` (a full NumPy
     permutation, independent of TensorFlow's global seed), and the views of
@@ -408,10 +415,12 @@ def make_pretrain_dataset(
       epoch: non-negative int, the epoch to build.
       shuffle: shuffle the examples (per ``(seed, epoch)``).
       drop_remainder: drop the last incomplete batch.
+      with_original: also yield the image itself (float32 in [0, 1], its own size).
 
     Returns:
       A prefetched ``tf.data.Dataset`` with element spec
-      ``((float32[B, S, S, 3], float32[B, S, S, 3]), int64[B])``.
+      ``((float32[B, S, S, 3], float32[B, S, S, 3]), int64[B])`` (a third
+      ``float32[B, H, W, 3]`` in the tuple with ``with_original``).
     """
     images = np.asarray(images)
     labels = np.asarray(labels)
@@ -442,7 +451,7 @@ def make_pretrain_dataset(
     def _map(image, label, index):
         image = tf.image.convert_image_dtype(image, tf.float32)  # uint8 -> [0, 1]; float32 unchanged
         views = two_views(image, element_seed(seed, epoch, index), config)
-        return views, label
+        return (*views, image) if with_original else views, label
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels, indices))
     dataset = dataset.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -25,7 +25,6 @@ checks every field and raises :class:`PseudoLabelError` naming the file and the 
 from __future__ import annotations
 
 import dataclasses
-import os
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -34,6 +33,7 @@ import numpy as np
 
 from acl_tf.core import run_dir as rd
 from acl_tf.core.errors import PseudoLabelError  # noqa: F401 (re-exported)
+from acl_tf.core.io import write_npz_atomic
 
 __all__ = ["PseudoLabelError", "PseudoLabels", "FIELDS", "predict_logits", "make_pseudo_labels",
            "save_pseudo_labels", "load_pseudo_labels"]
@@ -197,21 +197,12 @@ def save_pseudo_labels(path, pseudo_labels: PseudoLabels) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         raise PseudoLabelError(f"pseudo-label file {str(path)!r} must end in .npz.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, ids=pseudo_labels.ids, probs=pseudo_labels.probs,
-                     logits=pseudo_labels.logits, labels_true=pseudo_labels.labels_true,
-                     is_labelled=pseudo_labels.is_labelled,
-                     is_validation=pseudo_labels.is_validation,
-                     temperature=np.float64(pseudo_labels.temperature),
-                     teacher=np.asarray(pseudo_labels.teacher))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_npz_atomic(
+        path, ids=pseudo_labels.ids, probs=pseudo_labels.probs, logits=pseudo_labels.logits,
+        labels_true=pseudo_labels.labels_true, is_labelled=pseudo_labels.is_labelled,
+        is_validation=pseudo_labels.is_validation,
+        temperature=np.float64(pseudo_labels.temperature),
+        teacher=np.asarray(pseudo_labels.teacher))
 
 
 def load_pseudo_labels(path) -> PseudoLabels:

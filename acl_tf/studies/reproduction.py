@@ -11,6 +11,9 @@ into ``report_dir/study.json`` and ``study.md`` (tables beside the paper's numbe
 ``ra_per_epoch.png`` (Fig. 3: validation robust accuracy after each AFF epoch) and
 ``ta_ra.png`` (the TA/RA trade-off of the AFF models).
 
+The stages, and how they run, skip and resume, come from :mod:`acl_tf.studies.stages`; the
+environment record and the TA/RA figure from :mod:`acl_tf.studies.report`.
+
 Stage order puts the first variant's pre-training, the random-init baseline and that variant's
 fine-tuning first (the Fig. 3 comparison), then the other variants (Table 3), the linear
 protocols (Table 5) and the BN ablation (Table 4), so an interrupted study has its main
@@ -19,26 +22,21 @@ comparison first.
 
 from __future__ import annotations
 
-import dataclasses
-import gc
 import json
-import os
-import platform
-import time
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
-import keras
-import tensorflow as tf
 from absl import logging
 
 from acl_tf.configs import FinetuneConfig, PretrainConfig, StudyConfig, load_config, to_dict
 from acl_tf.core import run_dir as rd
 from acl_tf.core.io import write_json_atomic, write_text_atomic
-from acl_tf.tasks.finetune import run_finetuning
-from acl_tf.tasks.linear_eval import run_linear_separability
-from acl_tf.tasks.pretrain import run_pretraining
-from acl_tf.tasks.selection import read_metrics
+from acl_tf.studies.report import draw_tradeoff, environment, savefig
+from acl_tf.studies.report import pct as _pct
+from acl_tf.studies.report import seeds_text as _seeds_text
+from acl_tf.studies.stages import STAGE_FILE, Stage, run_stages, stage_finished
+from acl_tf.studies.stages import finetune_row as _finetune_row
+from acl_tf.studies.stages import stage_seconds as _stage_seconds
 
 #: The paper's figures (CIFAR-10, ResNet-18, eps 8/255, PGD-20), in percent: (TA, RA).
 PAPER = {
@@ -55,18 +53,7 @@ PAPER_FIG3 = "DS reaches 47.38% RA after 1 fine-tuning epoch; RI needs 74 epochs
 
 NAMES = {"ri": "RI", "s2s": "SimCLR (S2S)", "a2a": "ACL (A2A)", "a2s": "ACL (A2S)",
          "ds": "ACL (DS)"}
-STAGE_FILE = "study_stage.json"
-
-
-@dataclasses.dataclass
-class Stage:
-    """One run of the study: ``kind`` is ``pretrain``, ``finetune`` or ``linear``; ``encoder``
-    names the pre-training stage whose encoder a fine-tuning starts from (None: random init)."""
-
-    name: str
-    kind: str
-    config: Union[PretrainConfig, FinetuneConfig]
-    encoder: Optional[str] = None
+MARKDOWN = "study.md"
 
 
 def plan(config: StudyConfig) -> list[Stage]:
@@ -96,71 +83,16 @@ def plan(config: StudyConfig) -> list[Stage]:
     return stages
 
 
-def stage_finished(study_dir: Path, stage: Stage) -> bool:
-    return (study_dir / stage.name / STAGE_FILE).exists()
-
-
-def _run_stage(stage: Stage, study_dir: Path, verbose) -> None:
-    run_dir = study_dir / stage.name
-    encoder = str(study_dir / stage.encoder) if stage.encoder else None
-    if stage.kind == "pretrain":
-        run_pretraining(stage.config, run_dir, resume=True, verbose=verbose)
-    elif stage.kind == "finetune":  # encoder None: random init (the config has no encoder)
-        run_finetuning(stage.config, run_dir, pretrained=encoder, resume=True, verbose=verbose)
-    elif stage.kind == "linear":
-        run_linear_separability(stage.config, run_dir, pretrained=encoder, resume=True)
-    else:
-        raise ValueError(f"Unknown stage kind {stage.kind!r}.")
-
-
 def run_study(config: StudyConfig, study_dir, report_dir=None, verbose=2,
               log: Callable[[str], None] = logging.info) -> dict:
     """Runs (or resumes) every stage of ``config`` and returns the report (see
     :func:`write_report`, written to ``report_dir``, default ``study_dir``, after each stage)."""
-    study_dir = Path(study_dir)
-    report_dir = Path(report_dir) if report_dir is not None else study_dir
-    study_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(study_dir / "study_config.json", to_dict(config))
-    stages = plan(config)
-    report = write_report(config, study_dir, report_dir)
-    for i, stage in enumerate(stages, 1):
-        if stage_finished(study_dir, stage):
-            log(f"[{i}/{len(stages)}] {stage.name}: finished earlier, skipped")
-            continue
-        log(f"[{i}/{len(stages)}] {stage.name}: running in {study_dir / stage.name}")
-        start = time.time()
-        resumed = (study_dir / stage.name).exists()
-        _run_stage(stage, study_dir, verbose)
-        seconds = time.time() - start
-        write_json_atomic(study_dir / stage.name / STAGE_FILE,
-                    {"seconds": round(seconds, 1), "resumed": resumed,
-                     "finished": time.strftime("%Y-%m-%d %H:%M:%S %z")})
-        log(f"[{i}/{len(stages)}] {stage.name}: done in {seconds / 60:.1f} min")
-        report = write_report(config, study_dir, report_dir)
-        keras.backend.clear_session()
-        gc.collect()
-    return report
+    report_dir = Path(report_dir) if report_dir is not None else Path(study_dir)
+    return run_stages(plan(config), study_dir, config,
+                      lambda: write_report(config, study_dir, report_dir), verbose, log)
 
 
 # -- the report ----------------------------------------------------------------------------------
-def _stage_seconds(run_dir: Path) -> Optional[float]:
-    """Wall seconds of a finished stage (with those of earlier records of it kept beside
-    ``STAGE_FILE`` as ``study_stage.*.json``, e.g. a first pass that was re-tested)."""
-    if not (run_dir / STAGE_FILE).exists():
-        return None
-    return sum(json.loads(p.read_text())["seconds"] for p in run_dir.glob("study_stage*.json"))
-
-
-def _finetune_row(run_dir: Path) -> Optional[dict]:
-    """TA/RA on the test images and the per-epoch validation record of a finished AFF run."""
-    if not (run_dir / STAGE_FILE).exists():
-        return None
-    metrics = read_metrics(run_dir)
-    return {"ta": metrics["test"]["acc"], "ra": metrics["test"]["adv_acc"],
-            "test_images": metrics["test"]["count"], "best_epoch": metrics["best_epoch"],
-            "epochs": metrics["epochs"], "seconds": _stage_seconds(run_dir)}
-
-
 def collect(config: StudyConfig, study_dir) -> dict:
     """Every finished result of the study in ``study_dir`` (missing ones are left out)."""
     study_dir = Path(study_dir)
@@ -183,10 +115,6 @@ def collect(config: StudyConfig, study_dir) -> dict:
         if (study_dir / "linear" / variant / STAGE_FILE).exists() and path.exists():
             table5[variant] = json.loads(path.read_text())["rows"]
     return {"table3": table3, "table4": table4, "table5": table5}
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
 
 
 def render_markdown(report: dict) -> str:
@@ -217,7 +145,8 @@ def render_markdown(report: dict) -> str:
     if t4:
         lines += ["Table 4: single vs dual BN (AFF with the `normal` or `adv` branch); test "
                   "TA / RA, % (paper in brackets).", "",
-                  "| variant | single BN | dual BN, `normal` | dual BN, `adv` |", "|---|---|---|---|"]
+                  "| variant | single BN | dual BN, `normal` | dual BN, `adv` |",
+                  "|---|---|---|---|"]
         for variant in dict.fromkeys(k.split("/")[0] for k in t4):
             cells = []
             for bn in ("single", "normal", "adv"):
@@ -229,7 +158,8 @@ def render_markdown(report: dict) -> str:
     for variant, rows in results["table5"].items():
         lines += [f"Table 5: linear separability of {NAMES[variant]} (frozen encoder); test "
                   "TA / RA, % (paper in brackets).", "",
-                  "| protocol | BN | TA | RA | paper TA | paper RA |", "|---|---|---:|---:|---:|---:|"]
+                  "| protocol | BN | TA | RA | paper TA | paper RA |",
+                  "|---|---|---:|---:|---:|---:|"]
         for row in rows:
             bn = row["bn"] if row["bn"] != "single" else "adv"
             paper = PAPER["table5"][(row["protocol"].lower(), bn)]
@@ -256,21 +186,6 @@ def seed_runs(report: dict, row: dict) -> list:
     ``repeats``, the same fine-tuning with other seeds (dicts with ``seed`` and whichever of
     ``ta``, ``ra`` and ``epochs`` were recorded)."""
     return [{**row, "seed": _study_seed(report)}, *row.get("repeats", ())]
-
-
-def _seeds_text(seeds) -> str:
-    known = [str(s) for s in seeds if s is not None]
-    if not known:
-        return "one fine-tuning seed" if len(seeds) == 1 else f"{len(seeds)} fine-tuning seeds"
-    return ("fine-tuning seed " if len(known) == 1 else "fine-tuning seeds ") + ", ".join(known)
-
-
-def _savefig(fig, path, dpi=100) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
-    return path
 
 
 def plot_curves(report: dict, path) -> Optional[Path]:
@@ -322,7 +237,7 @@ def plot_curves(report: dict, path) -> Optional[Path]:
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle(f"Validation accuracy after each AFF epoch; {how}", fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return _savefig(fig, path)
+    return savefig(fig, path)
 
 
 def _tradeoff_points(report: dict) -> list:
@@ -343,58 +258,11 @@ def plot_tradeoff(report: dict, path) -> Optional[Path]:
 
     Colour: the pre-training; marker: the BN (Table 3 = dual BN, ``adv`` branch). A model
     fine-tuned with several seeds (``repeats``) is drawn as a filled mean with a hollow marker
-    per seed, joined by a thin line (their spread). A legend instead of labels on the points."""
-    points = _tradeoff_points(report)
-    if not points:
-        return None
-    from matplotlib.figure import Figure   # no pyplot: leaves the global backend alone
-    from matplotlib.lines import Line2D
-
-    fig = Figure(figsize=(10, 4.6))
-    axes = fig.subplots(1, 2)
-    several = False
-    test_images = set()
-    for variant, bn, runs, paper in points:
-        color, marker = COLORS.get(variant, "k"), BN_MARKERS[bn][0]
-        runs = [r for r in runs if r.get("ta") is not None and r.get("ra") is not None]
-        test_images.update(r["test_images"] for r in runs if r.get("test_images"))
-        ras, tas = [100 * r["ra"] for r in runs], [100 * r["ta"] for r in runs]
-        if len(runs) > 1:
-            several = True
-            axes[0].plot(ras, tas, color=color, linewidth=0.8, alpha=0.6)
-            axes[0].scatter(ras, tas, s=28, marker=marker, facecolors="none", edgecolors=color)
-        if runs:
-            axes[0].scatter([sum(ras) / len(ras)], [sum(tas) / len(tas)], s=60, marker=marker,
-                            color=color, edgecolors="k", linewidths=0.5, zorder=3)
-        if paper is not None:
-            axes[1].scatter([paper[1]], [paper[0]], s=60, marker=marker, color=color,
-                            edgecolors="k", linewidths=0.5, zorder=3)
-    images = f"{next(iter(test_images)):,} test images" if len(test_images) == 1 else "test"
-    seeds = max((tuple(r.get("seed") for r in p[2]) for p in points), key=len)
-    axes[0].set(title=f"This study ({images})", xlabel="RA (%)", ylabel="TA (%)")
-    axes[1].set(title="Paper (Tables 3, 4)", xlabel="RA (%)", ylabel="TA (%)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.margins(0.12)
-    variants = list(dict.fromkeys(p[0] for p in points))
-    bns = list(dict.fromkeys(p[1] for p in points))
-    models = [Line2D([], [], linestyle="none", marker="o", markersize=8,
-                     color=COLORS.get(v, "k"), label=NAMES.get(v, v)) for v in variants]
-    kinds = [Line2D([], [], linestyle="none", marker=BN_MARKERS[b][0], markersize=7,
-                    color="0.4", label=BN_MARKERS[b][1]) for b in bns]
-    if several:
-        kinds += [Line2D([], [], linestyle="-", linewidth=0.8, marker="o", markersize=5,
-                         markerfacecolor="none", color="0.4", label=_seeds_text(seeds)),
-                  Line2D([], [], linestyle="none", marker="o", markersize=8, color="0.4",
-                         markeredgecolor="k", label="mean (or only seed)")]
-    fig.legend(handles=models, loc="lower center", bbox_to_anchor=(0.5, 0.06),
-               ncol=len(models), frameon=False, fontsize=9)
-    fig.legend(handles=kinds, loc="lower center", bbox_to_anchor=(0.5, 0.0),
-               ncol=len(kinds), frameon=False, fontsize=9, columnspacing=1.2)
-    if not several:
-        fig.suptitle(f"AFF models, {_seeds_text(seeds)}", fontsize=10)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    return _savefig(fig, path)
+    per seed, joined by a thin line (their spread). A legend instead of labels on the points
+    (:func:`acl_tf.studies.report.draw_tradeoff`)."""
+    return draw_tradeoff(_tradeoff_points(report), path, colors=COLORS, names=NAMES,
+                         markers=BN_MARKERS, reference_title="Paper (Tables 3, 4)",
+                         caption="AFF models")
 
 
 def write_report(config: StudyConfig, study_dir, report_dir) -> dict:
@@ -408,10 +276,7 @@ def write_report(config: StudyConfig, study_dir, report_dir) -> dict:
         "settings": {"study": to_dict(config), "study_dir": str(study_dir),
                      "pretrain": to_dict(pre), "finetune": to_dict(fine),
                      "eval_attack_steps": fine.eval_attack.steps},
-        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
-                     "keras": keras.__version__},
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
-                   f"{len(tf.config.list_physical_devices('GPU'))} GPU",
+        **environment(),
         "stages": {s.name: stage_finished(study_dir, s) for s in stages},
         "results": collect(config, study_dir),
     }
@@ -420,5 +285,5 @@ def write_report(config: StudyConfig, study_dir, report_dir) -> dict:
     for name, draw in (("ra_per_epoch.png", plot_curves), ("ta_ra.png", plot_tradeoff)):
         if draw(report, report_dir / name):
             text += f"\n![{name}]({name})\n"
-    write_text_atomic(report_dir / "study.md", text)
+    write_text_atomic(report_dir / MARKDOWN, text)
     return report

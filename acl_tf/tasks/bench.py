@@ -66,8 +66,24 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: Environment variables TensorFlow reads when it starts that change how a CPU step runs:
+#: oneDNN on/off (``TF_ENABLE_ONEDNN_OPTS``), its maths mode (``TF_SET_ONEDNN_FPMATH_MODE=BF16``:
+#: float32 convolutions and matmuls computed in bfloat16, on AMX where the CPU has it), its other
+#: settings, the thread pools and XLA. They cannot be set once TensorFlow runs, so they are no
+#: bench config fields: set them for the whole command; :func:`machine_info` records those set.
+RUNTIME_ENVIRONMENT = ("TF_ENABLE_ONEDNN_OPTS", "TF_SET_ONEDNN_FPMATH_MODE", "TF_ONEDNN_",
+                       "TF_MKL_", "ONEDNN_", "DNNL_", "TF_NUM_INTRAOP_THREADS",
+                       "TF_NUM_INTEROP_THREADS", "TF_XLA_FLAGS", "XLA_FLAGS", "OMP_NUM_THREADS")
+
+
+def runtime_environment() -> dict:
+    """The :data:`RUNTIME_ENVIRONMENT` variables set in this process, by name."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(RUNTIME_ENVIRONMENT)}
+
+
 def machine_info() -> dict:
-    """CPU, cores, accelerators and library versions of this process's machine."""
+    """CPU, cores, accelerators and library versions of this process's machine, and the
+    environment variables that change how TensorFlow runs on it (:func:`runtime_environment`)."""
     import keras
     import tensorflow as tf
 
@@ -89,6 +105,7 @@ def machine_info() -> dict:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "onednn": onednn,
+        "environment": runtime_environment(),
     }
 
 
@@ -110,11 +127,19 @@ def current_rss_mb() -> Optional[float]:
 
 
 # -- one variant -----------------------------------------------------------------------------------
-def pretrain_config(config: BenchConfig, variant: str) -> PretrainConfig:
-    """The benchmark's :class:`PretrainConfig` of ``variant`` (base config + width/batch)."""
-    overrides = [f"variant={variant}", f"model.width={config.width}",
+def pretrain_config(config: BenchConfig, variant: str, method: str = "acl") -> PretrainConfig:
+    """The benchmark's :class:`PretrainConfig` of ``variant`` and ``method`` (base config +
+    width/batch)."""
+    overrides = [f"variant={variant}", f"method={method}", f"model.width={config.width}",
                  f"batch_size={config.batch_size}", *config.overrides]
     return load_config(PretrainConfig, "pretrain", config.pretrain, overrides)
+
+
+def entries(config: BenchConfig) -> list:
+    """(name, variant, method) of every step the benchmark times: the variants (ACL), then the
+    methods on DS, named by the method."""
+    return ([(v, v, "acl") for v in config.variants]
+            + [(m, "ds", m) for m in config.methods])
 
 
 def configure_runtime(config: BenchConfig) -> None:
@@ -151,18 +176,20 @@ class TraceCounter:
         model.train_step = counted_train_step
 
 
-def random_views(batch_size: int, image_size: int, seed: int):
-    """One batch ``((view1, view2), labels)`` of uniform random images in [0, 1]."""
+def random_views(batch_size: int, image_size: int, seed: int, with_original: bool = False):
+    """One batch ``((view1, view2), labels)`` of uniform random images in [0, 1]
+    (``((view1, view2, original), labels)`` with ``with_original``, as AIR trains on)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     shape = (batch_size, image_size, image_size, 3)
-    views = (rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32))
+    count = 3 if with_original else 2
+    views = tuple(rng.random(shape, dtype=np.float32) for _ in range(count))
     return views, np.zeros([batch_size], np.int64)
 
 
-def measure_variant(config: BenchConfig, variant: str) -> dict:
-    """Times the compiled ``train_step`` of one variant in this process.
+def measure_variant(config: BenchConfig, variant: str, method: str = "acl") -> dict:
+    """Times the compiled ``train_step`` of one variant (with ``method``) in this process.
 
     Returns ``seconds_per_step`` (median of ``config.steps`` timed steps), ``images_per_s``
     (source images, i.e. pairs of views, per second), ``views_per_s``, ``step_times``,
@@ -176,19 +203,19 @@ def measure_variant(config: BenchConfig, variant: str) -> dict:
     previous = keras.mixed_precision.global_policy()
     configure_runtime(config)
     try:
-        return _measure_variant(config, variant)
+        return _measure_variant(config, variant, method)
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _measure_variant(config: BenchConfig, variant: str) -> dict:
+def _measure_variant(config: BenchConfig, variant: str, method: str) -> dict:
     import numpy as np
     import tensorflow as tf
 
     from acl_tf.optimizers import build_pretrain_optimizer
     from acl_tf.tasks.pretrain import build_pretrainer
 
-    pcfg = pretrain_config(config, variant)
+    pcfg = pretrain_config(config, variant, method)
     load_before = load_average()
     model = build_pretrainer(pcfg)
     # The schedule only needs a horizon longer than the warm-up; the step count does not matter.
@@ -203,7 +230,7 @@ def _measure_variant(config: BenchConfig, variant: str) -> dict:
     model.make_train_function()
     train_function = model.train_function
 
-    batch = random_views(pcfg.batch_size, pcfg.data.image_size, config.seed)
+    batch = random_views(pcfg.batch_size, pcfg.data.image_size, config.seed, pcfg.uses_air)
     iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
     gpus = tf.config.list_physical_devices("GPU")
     rss_model = current_rss_mb()
@@ -229,6 +256,7 @@ def _measure_variant(config: BenchConfig, variant: str) -> dict:
     seconds = statistics.median(times)
     result = {
         "variant": variant,
+        "method": method,
         "seconds_per_step": round(seconds, 4),
         "images_per_s": round(pcfg.batch_size / seconds, 2),
         "views_per_s": round(2 * pcfg.batch_size / seconds, 2),
@@ -411,8 +439,10 @@ def check_config(config: BenchConfig) -> BenchConfig:
         variants = tuple(check_variant(v) for v in config.variants)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    pretrain_config(config, variants[0])  # fails early on a bad base config or override
-    return dataclasses.replace(config, variants=variants)
+    config = dataclasses.replace(config, variants=variants)
+    for _, variant, method in entries(config):   # fails early on a bad base config or override
+        pretrain_config(config, variant, method)
+    return config
 
 
 def run_benchmark(config: BenchConfig, isolate: bool = True,
@@ -423,25 +453,27 @@ def run_benchmark(config: BenchConfig, isolate: bool = True,
     the cores: only to check quickly that everything runs, the ``quick`` config does).
 
     Returns ``{"settings", "machine", "variants": {name: measurement}, "ds_over_s2s_time_ratio",
-    "floor", "input_pipeline", "pipeline_share_of_step"}`` (the ratio only when both s2s and ds
-    ran; ``floor``: :func:`measure_floor` and each step's time over its floor).
+    "method_over_ds_time_ratio", "floor", "input_pipeline", "pipeline_share_of_step"}`` (the
+    ratios only when both steps ran; the methods are named by the method; ``floor``:
+    :func:`measure_floor` and each step's time over its floor).
     """
     config = check_config(config)
     results = {"settings": to_dict(config), "machine": machine_info(), "variants": {},
                "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     results["machine"]["load_at_start"] = load_average()
-    variants = list(config.variants)
+    todo = entries(config)
     group = config.parallel if isolate else 1
-    for first in range(0, len(variants), group):
-        names = variants[first:first + group]
+    for first in range(0, len(todo), group):
+        batch = todo[first:first + group]
+        names = [name for name, _, _ in batch]
         log(f"measuring {', '.join(names)} (batch {config.batch_size}, width {config.width}, "
             f"{config.precision}{', XLA' if config.jit_compile else ''}; load "
             f"{load_average()})")
         if isolate:
-            jobs = [IsolatedCall(measure_variant, config, name) for name in names]
+            jobs = [IsolatedCall(measure_variant, config, v, m) for _, v, m in batch]
             measured = [job.result() for job in jobs]
         else:
-            measured = [measure_variant(config, name) for name in names]
+            measured = [measure_variant(config, v, m) for _, v, m in batch]
         for name, m in zip(names, measured):
             results["variants"][name] = m
             log(f"  {name}: {m['seconds_per_step']:.3f} s/step, {m['images_per_s']:.1f} images/s, "
@@ -450,6 +482,10 @@ def run_benchmark(config: BenchConfig, isolate: bool = True,
     if "s2s" in timed and "ds" in timed:
         results["ds_over_s2s_time_ratio"] = round(
             timed["ds"]["seconds_per_step"] / timed["s2s"]["seconds_per_step"], 3)
+    if "ds" in timed and config.methods:
+        results["method_over_ds_time_ratio"] = {
+            m: round(timed[m]["seconds_per_step"] / timed["ds"]["seconds_per_step"], 3)
+            for m in config.methods}
     if config.floor:
         log("measuring the floor: a plain Keras ResNet-18's training and attack passes")
         floor = run_isolated(measure_floor, config) if isolate else measure_floor(config)
@@ -475,7 +511,8 @@ def render_markdown(results: dict) -> str:
     device = ", ".join(m.get("gpus") or []) or f"{m['cpu']} ({m['cores']} cores, no GPU)"
     lines = [
         f"Device: {device}; TensorFlow {m['tensorflow']}, Keras {m['keras']}, "
-        f"oneDNN {'on' if m.get('onednn') else 'off'}.",
+        f"oneDNN {'on' if m.get('onednn') else 'off'}"
+        + "".join(f", {k}={v}" for k, v in (m.get("environment") or {}).items()) + ".",
         f"ResNet-18 width {s['width']}, batch {s['batch_size']} ({2 * s['batch_size']} views), "
         f"{s['precision']}{', XLA' if s['jit_compile'] else ''}; median of {s['steps']} steps "
         f"after {s['warmup_steps']} warm-up steps; load average {m.get('load_at_start')} at "
@@ -484,7 +521,8 @@ def render_markdown(results: dict) -> str:
         "| variant | s/step | images/s | views/s | CPU s/step | peak memory (MB) | traces |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    order = [v for v in s.get("variants", ()) if v in results["variants"]]
+    order = [v for v in (*s.get("variants", ()), *s.get("methods", ()))
+             if v in results["variants"]]
     order += [v for v in results["variants"] if v not in order]
     for name in order:
         r = results["variants"][name]
@@ -494,6 +532,9 @@ def render_markdown(results: dict) -> str:
                      f"{r['peak_memory_mb']:.0f} | {r['traces']} |")
     if "ds_over_s2s_time_ratio" in results:
         lines += ["", f"`ds_over_s2s_time_ratio` = {results['ds_over_s2s_time_ratio']:.2f}"]
+    if results.get("method_over_ds_time_ratio"):
+        ratios = ", ".join(f"{m} {r:.2f}" for m, r in results["method_over_ds_time_ratio"].items())
+        lines += ["", f"Methods (on DS) over ACL's DS step: {ratios}."]
     floor = results.get("floor")
     if floor:
         over = ", ".join(f"{v} {floor[f'{v}_over_floor']:.2f}x" for v in ("s2s", "ds")

@@ -47,6 +47,7 @@ def Pretrain(
                                      verbose=2)
     model.set_string_custom_property("stage", "pretrain")
     model.set_string_custom_property("variant", config.variant)
+    model.set_string_custom_property("method", config.method)
     model.set_string_custom_property("arch", config.model.arch)
     model.set_int_custom_property("width", config.model.width)
     model.set_int_custom_property("dual_bn", int(config.dual_bn))

@@ -77,15 +77,16 @@ def _stub_torchvision_utils():
 
 
 def _top_level(path: Path, functions=(), parser=False) -> ast.Module:
-    """The named top-level functions of a script (and its ``parser`` statements) as a module."""
+    """The named top-level functions (or classes) of a script (and its ``parser`` statements) as
+    a module."""
     tree = ast.parse(path.read_text())
     body = []
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name in functions:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in functions:
             body.append(node)
         elif parser and _is_parser_statement(node):
             body.append(node)
-    found = {n.name for n in body if isinstance(n, ast.FunctionDef)}
+    found = {n.name for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     if set(functions) - found:
         raise SystemExit(f"{path} lacks {sorted(set(functions) - found)}")
     return ast.Module(body=body, type_ignores=[])
