@@ -34,7 +34,7 @@ COMMANDS = {
                   "--restarts", "--seed"], ["--eps_sweep"]),
     "study": (["--config", "--model_dir", "--report_dir", "--report_only", "--set"],
               ["--study_dir"]),
-    "bench": (["--config", "--quick", "--variants", "--batch_size", "--width", "--precision",
+    "bench": (["--config", "--quick", "--variants", "--methods", "--batch_size", "--width", "--precision",
                "--jit_compile", "--steps", "--warmup_steps", "--floor", "--pipeline",
                "--pipeline_source", "--pipeline_limit", "--intra_op_threads",
                "--inter_op_threads", "--parallel", "--set", "--output", "--markdown",
