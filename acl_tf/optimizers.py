@@ -93,13 +93,15 @@ def warmup_cosine(peak_lr: float, total_steps: int, warmup_steps: int, final_lr:
     """
     if total_steps <= warmup_steps:
         raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps}).")
-    return ReferenceCosineDecay(
-        initial_learning_rate=0.0 if warmup_steps else peak_lr,
-        decay_steps=total_steps - warmup_steps,
-        alpha=final_lr / peak_lr,
-        warmup_target=peak_lr if warmup_steps else None,
-        warmup_steps=warmup_steps,
-    )
+    return ReferenceCosineDecay(**_cosine_settings(peak_lr, total_steps, warmup_steps, final_lr))
+
+
+def _cosine_settings(peak_lr: float, total: int, warmup: int, final_lr: float) -> dict:
+    """Keras ``CosineDecay`` arguments of a linear warm-up from 0 over ``warmup`` units, then a
+    cosine from ``peak_lr`` to ``final_lr`` over the remaining ``total - warmup``."""
+    return dict(initial_learning_rate=0.0 if warmup else peak_lr, decay_steps=total - warmup,
+                alpha=final_lr / peak_lr, warmup_target=peak_lr if warmup else None,
+                warmup_steps=warmup)
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")
@@ -148,14 +150,8 @@ def epoch_warmup_cosine(peak_lr: float, epochs: int, warmup_epochs: int, steps_p
     (epochs - W))) / 2``."""
     if epochs <= warmup_epochs:
         raise ValueError(f"epochs ({epochs}) must exceed warmup_epochs ({warmup_epochs}).")
-    return ReferenceEpochCosineDecay(
-        initial_learning_rate=0.0 if warmup_epochs else peak_lr,
-        decay_steps=epochs - warmup_epochs,
-        alpha=final_lr / peak_lr,
-        warmup_target=peak_lr if warmup_epochs else None,
-        warmup_steps=warmup_epochs,
-        steps_per_epoch=steps_per_epoch,
-    )
+    return ReferenceEpochCosineDecay(**_cosine_settings(peak_lr, epochs, warmup_epochs, final_lr),
+                                     steps_per_epoch=steps_per_epoch)
 
 
 @keras.saving.register_keras_serializable(package="acl_tf")
