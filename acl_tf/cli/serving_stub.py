@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from absl import flags, logging
 
 from acl_tf.cli.common import define_alias, mark_required, run
@@ -34,9 +36,19 @@ def define_flags():
     mark_required("model")
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv):
     del argv
     from acl_tf.serving.stub import serve
+
+    # Ctrl-C (SIGINT) and SIGTERM (`kill`, `docker stop`, Kubernetes) both stop the server
+    # cleanly. Set explicitly: a process started from a background job inherits SIGINT ignored,
+    # and Python then installs no handler for it, so `kill -INT` would do nothing.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)
 
     server = serve(FLAGS.model, FLAGS.model_name, FLAGS.host, FLAGS.port,
                    FLAGS.max_request_bytes)
@@ -45,8 +57,8 @@ def main(argv):
           f"{server.max_request_bytes} bytes)", flush=True)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt as stop:
+        logging.info("serving stub: stopping (%s)", stop or "SIGINT")
     finally:
         server.server_close()
 
