@@ -262,32 +262,20 @@ def test_mirrored_nt_xent_gradient_and_random_start_match_single_device():
 
 
 @pytest.mark.slow
-def test_mirrored_ds_steps_equal_single_device_steps():
+def test_mirrored_ds_step_equals_single_device_step():
     """One DS step (LARS, PGD from the uniform start, sync BN) on 2 replicas of 4 images and on
     one device with the same 8: same losses and weights (models in float64, see the worker's
-    docstring; measured differences: loss 5e-7, weights 3e-6 after moves of ~2.3). 1 PGD step and
-    16-pixel views keep the test short; the all-gathered attack loss, the unrolled loop and the
-    random start are there. One step, because a second one starts from weights that differ by
-    those 3e-6 and its PGD sign step may then flip a pixel whose gradient is ~0, which moves the
-    adversarial loss by ~2e-3: a discontinuity of the attack, not a replica difference. (Before
-    the learning-rate schedule was fixed to match the reference, the first of two steps ran at
-    lr 0, so this test compared one update too.)"""
-    report = _run_worker("pretrain", "--variant=ds", "--steps=1", "--attack_steps=1",
-                         "--image_size=16", "--dtype=float64", "--sync_bn=1")
-    assert report["replicas"] == 2
-    assert report["weights_moved"] > 0.1, report
-    assert report["max_loss_diff"] <= 1e-5, report
-    assert report["max_weight_diff"] <= 1e-4, report
-
-
-@pytest.mark.slow
-def test_mirrored_dynacl_step_equals_single_device_step():
-    """One DynACL step with the code's momentum encoder (stream weights of the last epoch of a
-    2-epoch run, the second views through the EMA key encoder in the attack and both streams,
-    the EMA update) on 2 replicas and on one device, as above (measured: loss 5e-7, weights
-    3.5e-6 after moves of 1.5, key encoder included). AIR's regulariser is checked under the
-    same collectives in tests/test_losses_air.py; a DynACL-AIR step measured the same way gave
-    loss 2e-7, weights 3e-6."""
+    docstring). The step is DynACL's with the code's momentum encoder, which runs everything
+    ACL's DS step does and more: stream weights of the last epoch of a 2-epoch run, the second
+    views through the EMA key encoder in the attack and both streams, the EMA update. Measured:
+    loss 5e-7, weights 3.5e-6 after moves of 1.5, key encoder included; ACL's plain DS step
+    measured the same way gave loss 5e-7, weights 3e-6, and a DynACL-AIR step loss 2e-7, weights
+    3e-6 (AIR's regulariser is checked under the same collectives in tests/test_losses_air.py).
+    1 PGD step and 16-pixel views keep the test short; the all-gathered attack loss, the unrolled
+    loop and the random start are there. One step, because a second one starts from weights
+    that differ by those 3e-6 and its PGD sign step may then flip a pixel whose gradient is ~0,
+    which moves the adversarial loss by ~2e-3: a discontinuity of the attack, not a replica
+    difference."""
     report = _run_worker("pretrain", "--variant=ds", "--steps=1", "--attack_steps=1",
                          "--image_size=16", "--dtype=float64", "--sync_bn=1",
                          "--set=method=dynacl", "--set=dynamic.momentum_encoder=true",

@@ -218,39 +218,6 @@ def test_bilinear_crop_resamples_bilinearly():
 
 
 # -- the task -----------------------------------------------------------------------------------
-class Crash(Exception):
-    pass
-
-
-class CrashAfterFirstEpoch(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        raise Crash("simulated crash")
-
-
-@pytest.mark.slow
-def test_dynacl_run_resumes_exactly_and_records_its_schedule(tmp_path):
-    """Three epochs of DynACL with the momentum encoder, annealed every epoch: a run that
-    crashes after epoch 1 and resumes ends where an uninterrupted one does; the history holds
-    each epoch's strength and weights; encoder.keras is the key encoder."""
-    config = preset("smoke", TINY + ["method=dynacl", "epochs=3", "dynamic.reload_every=1",
-                                     "dynamic.momentum_encoder=true", "ds_average=true"])
-    straight, history = run_pretraining(config, tmp_path / "straight", verbose=0)
-    with pytest.raises(Crash):
-        run_pretraining(config, tmp_path / "crashed", callbacks=[CrashAfterFirstEpoch()],
-                        verbose=0)
-    resumed, _ = run_pretraining(config, tmp_path / "crashed", resume=True, verbose=0)
-    for a, b in zip(straight.weights, resumed.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
-    assert [h["aug_strength"] for h in history] == pytest.approx([1, 2 / 3, 1 / 3])
-    d = [2 / 3 * (1 - s) for s in (2 / 3, 1 / 3, 0)]        # weight_lead 1
-    assert [h["adv_weight"] for h in history] == pytest.approx([(1 + x) / 2 for x in d])
-    assert [h["clean_weight"] for h in history] == pytest.approx([(1 - x) / 2 for x in d])
-    encoder = keras.saving.load_model(tmp_path / "straight" / "encoder.keras")
-    x = views()[0]
-    np.testing.assert_allclose(encoder(x, training=False),
-                               straight.encoder_k(x, training=False), atol=1e-5)
-
-
 @pytest.mark.slow
 def test_dynacl_air_run(tmp_path):
     config = preset("smoke", TINY + ["method=dynacl_air", "epochs=2", "dynamic.reload_every=1",

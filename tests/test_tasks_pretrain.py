@@ -6,6 +6,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from pretrain_helpers import TINY
 
 from acl_tf.configs import PretrainConfig, load_config
@@ -13,9 +14,9 @@ from acl_tf.tasks.fit import RunDirError
 from acl_tf.tasks.pretrain import run_pretraining
 
 
-def tiny_config(variant="ds", epochs=2):
+def tiny_config(variant="ds", epochs=2, overrides=()):
     return load_config(PretrainConfig, "pretrain", "smoke",
-                       TINY + [f"variant={variant}", f"epochs={epochs}"])
+                       TINY + [f"variant={variant}", f"epochs={epochs}", *overrides])
 
 
 class Crash(Exception):
@@ -29,19 +30,36 @@ class CrashAfterEpoch(keras.callbacks.Callback):
 
 @pytest.mark.slow
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
-    config = tiny_config("ds", epochs=2)
-    straight, _ = run_pretraining(config, tmp_path / "straight", verbose=0)
+    """The most stateful run there is: DS as DynACL with the momentum encoder, annealed every
+    epoch. A run that crashes after epoch 1 and resumes (so epoch 2 runs with a rebuilt dataset,
+    stream weights and key encoder) ends where an uninterrupted one does; the history holds each
+    epoch's strength and weights; encoder.keras is the key encoder."""
+    config = tiny_config("ds", epochs=2, overrides=[
+        "method=dynacl", "dynamic.reload_every=1", "dynamic.momentum_encoder=true",
+        "ds_average=true"])
+    straight, history = run_pretraining(config, tmp_path / "straight", verbose=0)
     # The crash callback runs after the checkpoint callback: epoch 1 is saved, then it dies.
     with pytest.raises(Crash):
         run_pretraining(config, tmp_path / "crashed", callbacks=[CrashAfterEpoch()], verbose=0)
     assert not (tmp_path / "crashed" / "encoder.keras").exists()
     with pytest.raises(RunDirError, match="--resume"):
         run_pretraining(config, tmp_path / "crashed", verbose=0)
-    resumed, history = run_pretraining(config, tmp_path / "crashed", resume=True, verbose=0)
-    assert [h["epoch"] for h in history] == [1, 2]
+    resumed, resumed_history = run_pretraining(config, tmp_path / "crashed", resume=True,
+                                               verbose=0)
+    assert [h["epoch"] for h in resumed_history] == [1, 2]
     assert int(resumed.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy())
     for a, b in zip(straight.weights, resumed.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+    for key in ("aug_strength", "clean_weight", "adv_weight"):
+        assert [h[key] for h in resumed_history] == pytest.approx([h[key] for h in history])
+    assert [h["aug_strength"] for h in history] == pytest.approx([1, 1 / 2])
+    d = [2 / 3 * (1 - s) for s in (1 / 2, 0)]        # weight_lead 1: the next epoch's strength
+    assert [h["adv_weight"] for h in history] == pytest.approx([(1 + x) / 2 for x in d])
+    assert [h["clean_weight"] for h in history] == pytest.approx([(1 - x) / 2 for x in d])
+    encoder = keras.saving.load_model(tmp_path / "straight" / "encoder.keras")
+    x = tf.random.stateless_uniform([4, 32, 32, 3], seed=[1, 2])
+    np.testing.assert_allclose(encoder(x, training=False),
+                               straight.encoder_k(x, training=False), atol=1e-5)
 
 
 def test_resume_refuses_a_different_config(tmp_path):
