@@ -2,6 +2,7 @@
 method, shared pre-trainings, the scaled schedules), its report from finished runs beside the
 published figures, and an end-to-end run of the command line on the shipped sample."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -24,13 +25,19 @@ def test_plan_gives_every_method_the_same_budget():
         "pretrain/acl", "aff/acl_seed0", "pretrain/dynacl", "aff/dynacl_seed0",
         "postprocess/dynacl_pp", "aff/dynacl_pp_seed0", "pretrain/dynacl_air",
         "aff/dynacl_air_seed0", "postprocess/dynacl_air_pp", "aff/dynacl_air_pp_seed0",
+        "pretrain/dynacl_mom", "aff/dynacl_mom_seed0",
         "slf/acl_seed0", "slf/dynacl_seed0", "slf/dynacl_pp_seed0", "slf/dynacl_air_seed0",
-        "slf/dynacl_air_pp_seed0"]
+        "slf/dynacl_air_pp_seed0", "slf/dynacl_mom_seed0"]
     assert study.finetune_stage("aff", "acl", 0) == "aff/acl_seed0"
     by_name = {s.name: s for s in stages}
     pretrain = {n: s.config for n, s in by_name.items() if s.kind == "pretrain"}
     assert {n: c.method for n, c in pretrain.items()} == {
-        "pretrain/acl": "acl", "pretrain/dynacl": "dynacl", "pretrain/dynacl_air": "dynacl_air"}
+        "pretrain/acl": "acl", "pretrain/dynacl": "dynacl", "pretrain/dynacl_air": "dynacl_air",
+        "pretrain/dynacl_mom": "dynacl"}
+    assert [n for n, c in pretrain.items() if c.dynamic.momentum_encoder] == ["pretrain/dynacl_mom"]
+    assert dataclasses.replace(pretrain["pretrain/dynacl_mom"], dynamic=dataclasses.replace(
+        pretrain["pretrain/dynacl_mom"].dynamic, momentum_encoder=False)) == pretrain[
+        "pretrain/dynacl"]
     budgets = {(c.epochs, c.batch_size, c.data.limit, c.model.width, c.model.head_dim,
                 c.attack.steps, c.optimizer.peak_learning_rate(c.batch_size),
                 c.optimizer.warmup_epochs, c.optimizer.schedule_per_epoch)
@@ -61,18 +68,19 @@ def test_plan_gives_every_method_the_same_budget():
         "aff/acl_seed0": "pretrain/acl", "aff/dynacl_seed0": "pretrain/dynacl",
         "aff/dynacl_pp_seed0": "postprocess/dynacl_pp",
         "aff/dynacl_air_seed0": "pretrain/dynacl_air",
-        "aff/dynacl_air_pp_seed0": "postprocess/dynacl_air_pp"}
+        "aff/dynacl_air_pp_seed0": "postprocess/dynacl_air_pp",
+        "aff/dynacl_mom_seed0": "pretrain/dynacl_mom"}
     for mode in ("aff", "slf"):   # one fine-tuning config per protocol, for every method
         configs = [s.config for s in fine if s.name.startswith(f"{mode}/")]
-        assert len(configs) == 5 and all(c == configs[0] for c in configs)
+        assert len(configs) == 6 and all(c == configs[0] for c in configs)
         assert (configs[0].mode, configs[0].bn, configs[0].seed, configs[0].epochs,
                 configs[0].data.limit, configs[0].val_size, configs[0].test_limit) == (
             mode, "adv", 0, 3, 3500, 500, 2000)
 
     # More seeds repeat the fine-tunings, not the pre-trainings.
     two = study.plan(load_study_config("methods_cpu", ["seeds=[0,7]"]))
-    assert len(two) == len(stages) + 10 and [s.name for s in two][:len(stages)] == names
-    assert two[-1].name == "slf/dynacl_air_pp_seed7" and two[-1].config.seed == 7
+    assert len(two) == len(stages) + 12 and [s.name for s in two][:len(stages)] == names
+    assert two[-1].name == "slf/dynacl_mom_seed7" and two[-1].config.seed == 7
 
 
 def _finish(study_dir, stage, seconds, metrics=None):
@@ -102,7 +110,8 @@ def test_report_sets_finished_runs_beside_the_published_figures(tmp_path):
 
     report = study.write_report(config, runs, tmp_path / "report")
     results = report["results"]
-    assert list(results) == ["acl", "dynacl", "dynacl_pp", "dynacl_air", "dynacl_air_pp"]
+    assert list(results) == ["acl", "dynacl", "dynacl_pp", "dynacl_air", "dynacl_air_pp",
+                             "dynacl_mom"]
     assert [r["seed"] for r in results["acl"]["runs"]["aff"]] == [0, 1]
     assert results["dynacl"]["runs"] == {"aff": [], "slf": []}
     assert results["dynacl_pp"]["pretrain"] == "pretrain/dynacl"
@@ -111,7 +120,7 @@ def test_report_sets_finished_runs_beside_the_published_figures(tmp_path):
     assert report["stages"]["aff/acl_seed1"] and not report["stages"]["aff/dynacl_seed0"]
     assert report["settings"]["published"]["figures"]["aff"]["dynacl-air++"] == [82.36, 50.79]
     assert set(report["settings"]["pretrain"]) == {
-        "pretrain/acl", "pretrain/dynacl", "pretrain/dynacl_air"}
+        "pretrain/acl", "pretrain/dynacl", "pretrain/dynacl_air", "pretrain/dynacl_mom"}
 
     text = (tmp_path / "report" / "methods.md").read_text()
     assert json.loads((tmp_path / "report" / "study.json").read_text()) == json.loads(
