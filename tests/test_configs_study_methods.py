@@ -48,9 +48,11 @@ def test_load_study_config_tells_the_kinds_apart(tmp_path):
     config = load_study_config("methods_cpu", ["seeds=[0,1]"])
     assert isinstance(config, MethodsStudyConfig) and config.seeds == (0, 1)
     assert [m.key for m in config.methods] == [
-        "acl", "dynacl", "dynacl_pp", "dynacl_air", "dynacl_air_pp"]
+        "acl", "dynacl", "dynacl_pp", "dynacl_air", "dynacl_air_pp", "dynacl_mom"]
     assert [m.name for m in config.methods] == [
-        "ACL (DS)", "DynACL", "DynACL++", "DynACL-AIR", "DynACL-AIR++"]
+        "ACL (DS)", "DynACL", "DynACL++", "DynACL-AIR", "DynACL-AIR++",
+        "DynACL (momentum encoder)"]
+    assert config.methods[-1].pretrain_overrides == ("dynamic.momentum_encoder=true",)
     assert config.modes == ("aff", "slf") and config.bn == "adv"
     own = tmp_path / "mine.yaml"
     own.write_text("methods:\n  - {key: a, pretrain: smoke}\nseeds: [3]\n")
