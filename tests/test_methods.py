@@ -1,6 +1,7 @@
 """ACL's successors on the DS variant: DynACL's schedules (augmentation strength, stream weights),
 its code's momentum encoder, AIR's regularisers in the training step, and the pre-training task
-that wires them (per-epoch datasets and weights, resume)."""
+that wires them (per-epoch datasets and weights; the crash/resume test of a DynACL run is in
+test_tasks_pretrain.py)."""
 
 import dataclasses
 
