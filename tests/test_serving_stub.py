@@ -3,6 +3,7 @@ the TF Serving formats and errors, the request size limit, and client hang-ups. 
 127.0.0.1 only, each exchange bounded in time."""
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -280,39 +281,37 @@ def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def start_stub_cli(path, project_root, *args):
+@contextlib.contextmanager
+def stub_cli(path, project_root, *args):
     """The stub command line serving ``path`` on a free port, started as from a background job
-    (SIGINT ignored, which the child inherits): (process, its first line of output)."""
+    (SIGINT ignored, which the child inherits): yields (process, its first line of output) and
+    kills the process if it is still running on exit."""
     cmd = [sys.executable, "-m", "acl_tf.serving_stub", f"--model={path}", "--port=0", *args]
     proc = subprocess.Popen(cmd, cwd=project_root, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    ready, _, _ = select.select([proc.stdout], [], [], 120)
-    if not ready:
-        proc.kill()
-        proc.communicate(timeout=30)
-        pytest.fail("the stub did not start within 120 s")
-    return proc, proc.stdout.readline()
-
-
-def assert_stops_on(proc, signum):
-    """Sends ``signum``; the stub must log why it stops and exit 0 without a traceback."""
     try:
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err[-2000:]
-        assert f"stopping ({signal.Signals(signum).name})" in err, err[-2000:]
-        assert "Traceback" not in err
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "the stub did not start within 120 s"
+        yield proc, proc.stdout.readline()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=30)
 
 
+def assert_stops_on(proc, signum):
+    """Sends ``signum``; the stub must log why it stops and exit 0 without a traceback."""
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert f"stopping ({signal.Signals(signum).name})" in err, err[-2000:]
+    assert "Traceback" not in err
+
+
 def test_serving_stub_cli_applies_max_request_bytes(exported, project_root):
     _, path = exported
-    proc, line = start_stub_cli(path, project_root, "--max_request_bytes=70000")
-    try:
+    with stub_cli(path, project_root, "--max_request_bytes=70000") as (proc, line):
         assert "request bodies up to 70000 bytes" in line, line
         url = line.split(" at ")[1].split(":predict")[0]
         assert url.startswith("http://127.0.0.1:") and url.endswith("/v1/models/acl")
@@ -322,10 +321,6 @@ def test_serving_stub_cli_applies_max_request_bytes(exported, project_root):
         assert status == 413 and "limit of 70000 bytes" in reply["error"]
         # Ctrl-C stops it, also when it was started with SIGINT ignored.
         assert_stops_on(proc, signal.SIGINT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
 
     bad = subprocess.run([sys.executable, "-m", "acl_tf.serving_stub", f"--model={path}",
                           "--max_request_bytes=0"], cwd=project_root,
@@ -335,6 +330,6 @@ def test_serving_stub_cli_applies_max_request_bytes(exported, project_root):
 
 def test_serving_stub_cli_stops_on_sigterm(exported, project_root):
     """`kill`, `docker stop` and Kubernetes stop a server with SIGTERM."""
-    proc, line = start_stub_cli(exported[1], project_root)
-    assert "request bodies up to" in line, line
-    assert_stops_on(proc, signal.SIGTERM)
+    with stub_cli(exported[1], project_root) as (proc, line):
+        assert "request bodies up to" in line, line
+        assert_stops_on(proc, signal.SIGTERM)

@@ -57,8 +57,8 @@ def main(argv):
           f"{server.max_request_bytes} bytes)", flush=True)
     try:
         server.serve_forever()
-    except KeyboardInterrupt as stop:
-        logging.info("serving stub: stopping (%s)", stop or "SIGINT")
+    except KeyboardInterrupt as stop:  # raised by _stop, which names the signal
+        logging.info("serving stub: stopping (%s)", stop)
     finally:
         server.server_close()
 
