@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 
 import numpy as np
@@ -333,3 +334,41 @@ def test_serving_stub_cli_stops_on_sigterm(exported, project_root):
     with stub_cli(exported[1], project_root) as (proc, line):
         assert "request bodies up to" in line, line
         assert_stops_on(proc, signal.SIGTERM)
+
+
+def test_serving_stub_cli_stops_on_a_signal_before_serving(monkeypatch, caplog):
+    """A signal that lands between start-up and ``serve_forever`` (here: while the ready line is
+    printed) stops the stub as cleanly as one that lands while it serves."""
+    from acl_tf.cli import serving_stub
+    from acl_tf.serving import stub
+
+    class Starting:
+        saved_model_dir, url, closed = "m/1", "http://127.0.0.1:1/v1/models/acl", False
+
+        @property
+        def max_request_bytes(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # handled at the next bytecode boundary
+            time.sleep(0.5)
+            return 1
+
+        def serve_forever(self):
+            raise AssertionError("the signal should have stopped the stub before serving")
+
+        def server_close(self):
+            self.closed = True
+
+    server = Starting()
+    monkeypatch.setattr(stub, "serve", lambda *args: server)
+    monkeypatch.setattr(serving_stub, "FLAGS", types.SimpleNamespace(
+        model="m", model_name="acl", host="127.0.0.1", port=0, max_request_bytes=1))
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with caplog.at_level(logging.INFO, logger="absl"):
+            serving_stub.main([])
+    except KeyboardInterrupt as escaped:  # would end the whole test session
+        pytest.fail(f"the stub let {escaped!r} escape")
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    assert server.closed
+    assert any("stopping (SIGTERM)" in r.getMessage() for r in caplog.records)

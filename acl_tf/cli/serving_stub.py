@@ -50,18 +50,19 @@ def main(argv):
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _stop)
 
-    server = serve(FLAGS.model, FLAGS.model_name, FLAGS.host, FLAGS.port,
-                   FLAGS.max_request_bytes)
-    logging.info("serving %s as %s (Ctrl-C to stop)", server.saved_model_dir, server.url)
-    print(f"serving {server.saved_model_dir} at {server.url}:predict (request bodies up to "
-          f"{server.max_request_bytes} bytes)", flush=True)
-    try:
+    server = None
+    try:  # from here on: a signal that arrives while starting up also stops cleanly
+        server = serve(FLAGS.model, FLAGS.model_name, FLAGS.host, FLAGS.port,
+                       FLAGS.max_request_bytes)
+        logging.info("serving %s as %s (Ctrl-C to stop)", server.saved_model_dir, server.url)
+        print(f"serving {server.saved_model_dir} at {server.url}:predict (request bodies up to "
+              f"{server.max_request_bytes} bytes)", flush=True)
         server.serve_forever()
     except KeyboardInterrupt as stop:  # raised by _stop, which names the signal
         logging.info("serving stub: stopping (%s)", stop)
     finally:
-        server.server_close()
-
+        if server is not None:
+            server.server_close()
 
 if __name__ == "__main__":
     run(define_flags, main)
