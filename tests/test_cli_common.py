@@ -6,6 +6,7 @@ Subprocesses here import no TensorFlow (a fraction of a second each)."""
 
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -282,3 +283,18 @@ def test_a_real_run_prints_no_tensorflow_noise(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("error: cannot reach http://127.0.0.1:9/v1/models/acl")
     assert len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="oneDNN's switch is set on x86-64 only")
+def test_command_lines_turn_onednn_on_unless_told_otherwise():
+    """On x86-64 the command lines ask for oneDNN where TensorFlow would leave it off (CPUs
+    without AVX-512 VNNI/BF16 or AMX); a value the user set wins."""
+    code = ("import acl_tf.cli, os; import tensorflow as tf; "
+            "from tensorflow.python.util import _pywrap_util_port as port; "
+            "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), port.IsMklEnabled())")
+    unset = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    for env, expected in ((unset, "1 True"), ({**unset, "TF_ENABLE_ONEDNN_OPTS": "0"}, "0 False")):
+        proc = _run(["-c", code], env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.split() == expected.split(), proc.stdout

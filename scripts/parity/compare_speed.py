@@ -44,6 +44,17 @@ arithmetic of the reference. XLA, ``--jit_compile``, is left out: on 2 busy CPU 
 16, batch 16 it took 2.3x (S2S) and 18x (DS) the time of the default step, and 40-100 s to
 compile; XLA's CPU convolutions do not use oneDNN's convolution kernels.)
 
+On a CPU with AVX-512, capping both sides' instruction sets at AVX2 emulates one without it (an
+AMD EPYC before Zen 4). TensorFlow still turns oneDNN on under the cap (it reads the CPU, not the
+cap), where on such a CPU it would leave it off: there, the ``onednn_off`` row is TensorFlow's
+default, and the plain acl-tf row what ``TF_ENABLE_ONEDNN_OPTS=1`` gives::
+
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \\
+    .venv/bin/python scripts/parity/compare_speed.py ... \\
+        --extra='onednn_off=TF_ENABLE_ONEDNN_OPTS=0'
+
+These variables are recorded with the results (``settings.environment``).
+
 Check that everything runs (about 5 minutes on 2 cores, figures meaningless)::
 
     .venv/bin/python scripts/parity/compare_speed.py --acl_repo=SNAPSHOT_OF_ACL \\
@@ -69,6 +80,13 @@ REPO = Path(__file__).resolve().parents[2]
 VARIANTS = ("s2s", "ds")
 WIDTH = 64                      # the reference's ResNet-18 (no width argument)
 _ENV_WORD = re.compile(r"^[A-Z][A-Z0-9_]*=")
+#: Variables of this script's own environment that every process inherits and that change how
+#: either side computes: oneDNN's (both sides use it), PyTorch's and MKL's instruction-set caps,
+#: TensorFlow's oneDNN switch and thread counts. Recorded with the results.
+SHARED_ENVIRONMENT = ("ONEDNN_", "DNNL_", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
+                      "MKL_NUM_THREADS", "OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS",
+                      "TF_SET_ONEDNN_FPMATH_MODE", "TF_NUM_INTRAOP_THREADS",
+                      "TF_NUM_INTEROP_THREADS")
 #: What a run's JSON contributes to the comparison, per variant.
 FIGURES = ("seconds_per_step", "images_per_s", "cpu_seconds_per_step", "peak_memory_mb",
            "first_step_s", "step_times", "loss")
@@ -253,6 +271,12 @@ def render_markdown(results: dict) -> str:
         f"{s['steps']} timed steps; {s['rounds']} round(s), one process per configuration and "
         f"round, nothing in parallel, the order mirrored in odd rounds. Load average before the "
         f"processes: {results.get('load_range')}.",
+    ]
+    shared = s.get("environment")
+    if shared:
+        lines.append("Set for every process (both sides): "
+                     + " ".join(f"`{k}={v}`" for k, v in shared.items()) + ".")
+    lines += [
         "",
         "| variant | configuration | s/step (median of rounds) | per round | images/s | "
         "CPU s/step | peak memory (MB) | acl-tf / reference |",
@@ -307,13 +331,19 @@ def machine(runs: list) -> dict:
     return out
 
 
+def shared_environment(environ=os.environ) -> dict:
+    """The :data:`SHARED_ENVIRONMENT` variables set for every process, by name."""
+    return {k: v for k, v in sorted(environ.items()) if k.startswith(SHARED_ENVIRONMENT)}
+
+
 def results_of(args, runs: list, extras, complete: bool) -> dict:
     loads = [r["load_before"] for r in runs if r.get("load_before") is not None]
     return {
         "complete": complete,
         "settings": {"variants": args.variants, "batch_size": args.batch_size, "width": WIDTH,
                      "warmup_steps": args.warmup_steps, "steps": args.steps,
-                     "rounds": args.rounds, "extras": extras},
+                     "rounds": args.rounds, "extras": extras,
+                     "environment": shared_environment()},
         "machine": machine(runs),
         "reference": next((r["reference"] for r in runs if r.get("reference")), None),
         "load_range": [min(loads), max(loads)] if loads else None,
