@@ -81,6 +81,6 @@ echo "install: $((SECONDS - start)) s"
 
 start=$SECONDS
 status=0
-.venv-latest/bin/python -m pytest -q -m "not slow" -p no:cacheprovider "$@" || status=$?
+.venv-latest/bin/python -m pytest -q -n 2 --dist loadfile -m "not slow" -p no:cacheprovider "$@" || status=$?
 echo "fast tests on the newest TensorFlow: $((SECONDS - start)) s"
 exit $status

@@ -71,3 +71,11 @@ def components_student(components_work, components_encoder):
     import pipeline_helpers
 
     return pipeline_helpers.build_student(components_work, components_encoder)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The files that hold slow tests run first (each file keeps its own order). With the suite
+    split over processes by file (``-n 2 --dist loadfile``, as CI runs it), the longest files
+    then start early, instead of one of them running last while the other process waits."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # a stable sort
