@@ -2,8 +2,8 @@
 # The library on the newest TensorFlow: creates .venv-latest with Python 3.12, installs the project
 # as a user does (non-editable `pip install ".[test,attacks]"`, no TFX) with the exact versions of
 # requirements-latest.txt, checks that the install matches that lock file, then runs the fast tests
-# (not marked slow) from the repository root. The tests of the TFX pipeline skip (no TFX there);
-# the pipeline is tested on TF 2.16 / Python 3.10 in .venv (scripts/setup.sh).
+# (not marked slow) from the repository root, in two processes. The tests of the TFX pipeline skip
+# (no TFX there); the pipeline is tested on TF 2.16 / Python 3.10 in .venv (scripts/setup.sh).
 #   bash scripts/test_latest_tf.sh [extra pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."

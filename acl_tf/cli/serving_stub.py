@@ -64,5 +64,6 @@ def main(argv):
         if server is not None:
             server.server_close()
 
+
 if __name__ == "__main__":
     run(define_flags, main)
