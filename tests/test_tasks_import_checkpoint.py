@@ -222,3 +222,38 @@ def test_finetuning_accepts_the_imported_encoder(pretraining, tmp_path):
     assert model.classifier.encoder.normalize.mean == pytest.approx(IMAGENET_MEAN)  # imported
     saved = json.loads((tmp_path / "aff" / "config.json").read_text())
     assert saved["model"]["width"] == 4 and saved["model"]["bn"] == "dual"
+
+
+@pytest.mark.slow
+def test_a_state_dict_of_the_reference_classes_imports_finetunes_and_exports(tmp_path):
+    """The state dict of the reference's own ``resnet_multi_bn`` ResNet-18 with its projection
+    head (keys, shapes and BN buffers as the parity generator recorded them from the reference
+    model; the weights regenerated from the fixture's seed, so no torch here) converts, loads,
+    fine-tunes one smoke epoch from the adv branch and exports a SavedModel."""
+    import parity_helpers as ph
+
+    from acl_tf.configs import FinetuneConfig, load_config
+    from acl_tf.tasks.finetune import run_finetuning
+
+    forward = ph.load("forward")
+    state = ph.weights_of(forward)
+    ph.check_digest(forward, state)
+    imported = tmp_path / "imported"
+    record = import_state_dict(saved_checkpoint(state), imported)
+    assert "multi_bn" in json.dumps(record) and (imported / "pretrainer.keras").exists()
+    config = load_config(FinetuneConfig, "finetune", "smoke", [
+        f"data.source={SAMPLE_DIR}", "mode=aff", "bn=adv", "data.limit=40", "val_size=20",
+        "batch_size=20", "epochs=1", "eval_batch_size=40", "eval_attack.steps=1",
+        "attack.steps=1", "test_limit=20", "export=true"])
+    model, metrics = run_finetuning(config, tmp_path / "aff", pretrained=str(imported), verbose=0)
+    assert metrics["finished"]
+    assert model.classifier.encoder.normalize.mean == pytest.approx(IMAGENET_MEAN)
+    saved = json.loads((tmp_path / "aff" / "config.json").read_text())
+    assert saved["model"]["width"] == 64 and saved["model"]["bn"] == "dual"
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(tmp_path / "aff" / "saved_model" / "1")).signatures[
+        "serving_adv"](images=tf.constant(images(2)))["logits"]
+    logits = model.classifier(images(2), training=False, branch="adv")
+    assert np.abs(np.asarray(logits)).max() > 1e-3  # the zero-initialised fc has moved
+    np.testing.assert_allclose(served.numpy(), np.asarray(logits), atol=1e-4)
