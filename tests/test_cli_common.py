@@ -2,7 +2,8 @@
 no TensorFlow), choices and fractions checked as flags are parsed, deprecated flag names that
 still work and warn, and exit status 2 for usage errors, 1 for failures at run time.
 
-Subprocesses here import no TensorFlow (a fraction of a second each)."""
+Most subprocesses here import no TensorFlow (a fraction of a second each); the real run and
+the oneDNN switch do."""
 
 import json
 import os

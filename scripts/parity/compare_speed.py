@@ -76,17 +76,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from acl_tf.tasks.bench import RUNTIME_ENVIRONMENT  # imports no TensorFlow
+
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = ("s2s", "ds")
 WIDTH = 64                      # the reference's ResNet-18 (no width argument)
 _ENV_WORD = re.compile(r"^[A-Z][A-Z0-9_]*=")
 #: Variables of this script's own environment that every process inherits and that change how
-#: either side computes: oneDNN's (both sides use it), PyTorch's and MKL's instruction-set caps,
-#: TensorFlow's oneDNN switch and thread counts. Recorded with the results.
-SHARED_ENVIRONMENT = ("ONEDNN_", "DNNL_", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
-                      "MKL_NUM_THREADS", "OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS",
-                      "TF_SET_ONEDNN_FPMATH_MODE", "TF_NUM_INTRAOP_THREADS",
-                      "TF_NUM_INTEROP_THREADS")
+#: either side computes: TensorFlow's (acl_tf.bench records the same in each acl-tf run: oneDNN,
+#: whose ``ONEDNN_`` caps PyTorch's copy also reads, threads, XLA) and PyTorch's and MKL's own
+#: instruction-set caps and threads. Recorded with the results.
+SHARED_ENVIRONMENT = RUNTIME_ENVIRONMENT + ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
+                                            "MKL_NUM_THREADS")
 #: What a run's JSON contributes to the comparison, per variant.
 FIGURES = ("seconds_per_step", "images_per_s", "cpu_seconds_per_step", "peak_memory_mb",
            "first_step_s", "step_times", "loss")
